@@ -1,0 +1,209 @@
+"""Command line: ``python -m workshop_lib <method> train|evaluate ...``, ``weights list|fetch``, ``data synthetic``.
+
+PatchCore's flags mirror patchcore-inspection's ``bin/run_patchcore.py`` and
+``bin/load_and_evaluate_patchcore.py`` (one flat command instead of click's chained sub-commands, and
+``--device auto|cpu|cuda`` instead of ``--gpu``). Every method registered in ``models`` gets ``train`` and
+``evaluate`` through its ``add_arguments``/``from_args``; the per-category loop, results.csv, models and
+predictions are written here once for all of them.
+
+``main`` returns the results instead of calling ``sys.exit``, and usage errors raise ``UsageError``, so it can
+run inside ``commandline_args`` in a notebook without ``try/except SystemExit``.
+"""
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import models
+from .backbones import BACKBONES, fetch_weights, weights_table
+from .data import LAYOUTS, load_dataset, make_synthetic_dataset
+from .evaluate import create_run_folder, evaluate, write_results_csv
+from .models.base import REGISTRY, AnomalyModel, load_model
+
+
+class UsageError(ValueError):
+    """A wrong command line; the message is argparse's, with the usage line."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse would print and sys.exit(2)
+        raise UsageError(f"{self.format_usage()}{self.prog}: error: {message}")
+
+
+@contextmanager
+def commandline_args(*args: str):
+    """Temporarily replace ``sys.argv`` (argv[0] included), restoring it even when the body raises."""
+    saved = list(sys.argv)
+    sys.argv[:] = [str(a) for a in args]
+    try:
+        yield sys.argv
+    finally:
+        sys.argv[:] = saved
+
+
+def seed_everything(seed: int) -> None:
+    """Same seed, same data -> same numbers (on the same machine)."""
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# -- shared arguments --------------------------------------------------------------------------------
+def add_run_arguments(parser: argparse.ArgumentParser, training: bool) -> None:
+    parser.add_argument("results_path", help="folder for results (created if missing)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:N, mps")
+    parser.add_argument("--save_segmentation_images", action="store_true",
+                        help="write image | map | binarised map | mask grids of the test images")
+    parser.add_argument("--no_predictions", action="store_true",
+                        help="do not write predictions/<run>.npz (scores, maps, masks, thresholds)")
+    if training:
+        parser.add_argument("--log_group", default="group", help="run folder name")
+        parser.add_argument("--log_project", default="project", help="project folder name")
+        parser.add_argument("--overwrite", action="store_true", help="replace saved models of the same name")
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser, resize: int = 256, imagesize: int = 224) -> None:
+    parser.add_argument("--data_path", required=True, help="dataset root folder")
+    parser.add_argument("--dataset", default="mvtec", choices=LAYOUTS, help="dataset layout")
+    parser.add_argument("-d", "--subdatasets", action="append", required=True, metavar="CATEGORY",
+                        help="category to use (repeat for several)")
+    parser.add_argument("--resize", type=int, default=resize, help="shorter side after the first resize")
+    parser.add_argument("--imagesize", type=int, default=imagesize, help="final centre-crop size")
+    parser.add_argument("--batch_size", type=int, default=8)
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="python -m workshop_lib", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for method, model_cls in REGISTRY.items():
+        actions = commands.add_parser(method, help=f"{model_cls.__name__}: train or evaluate")
+        sub = actions.add_subparsers(dest="action", required=True, parser_class=Parser)
+        train = sub.add_parser("train", help="fit on each category's train/good images, then evaluate")
+        add_run_arguments(train, training=True)
+        add_dataset_arguments(train, *model_cls.default_sizes)
+        model_cls.add_arguments(train)
+        train.set_defaults(handler=run_train, model_cls=model_cls)
+        evaluate_parser = sub.add_parser("evaluate", help="evaluate saved models on the test split")
+        add_run_arguments(evaluate_parser, training=False)
+        add_dataset_arguments(evaluate_parser, *model_cls.default_sizes)
+        evaluate_parser.add_argument("-p", "--model_paths", "--patch_core_paths", action="append",
+                                     required=True, dest="model_paths",
+                                     help="saved model folder: one per category, or one for all")
+        evaluate_parser.set_defaults(handler=run_evaluate, model_cls=model_cls)
+        model_cls.add_cli_actions(sub)
+
+    weights = commands.add_parser("weights", help="where each backbone's ImageNet weights come from")
+    weights_sub = weights.add_subparsers(dest="action", required=True, parser_class=Parser)
+    weights_sub.add_parser("list").set_defaults(handler=run_weights_list)
+    fetch = weights_sub.add_parser("fetch", help="download weights into the local cache (needs network)")
+    fetch.add_argument("backbones", nargs="*", default=list(BACKBONES), help="default: all")
+    fetch.set_defaults(handler=run_weights_fetch)
+
+    data = commands.add_parser("data", help="datasets")
+    data_sub = data.add_subparsers(dest="action", required=True, parser_class=Parser)
+    synthetic = data_sub.add_parser("synthetic", help="write the synthetic MVTec-layout dataset")
+    synthetic.add_argument("root")
+    synthetic.add_argument("--n_train", type=int, default=30)
+    synthetic.add_argument("--n_test_good", type=int, default=10)
+    synthetic.add_argument("--n_test_defect", type=int, default=5)
+    synthetic.add_argument("--image_size", type=int, default=128)
+    synthetic.add_argument("--seed", type=int, default=0)
+    synthetic.set_defaults(handler=run_synthetic)
+    return parser
+
+
+# -- handlers ----------------------------------------------------------------------------------------
+def evaluate_and_record(model: AnomalyModel, args: argparse.Namespace, category: str, run_name: str,
+                        output: Path) -> dict:
+    """Evaluate one category, write its predictions and images; the metrics dict comes back."""
+    test = load_dataset(args.data_path, category, "test", args.dataset, args.resize, args.imagesize)
+    predictions, metrics = evaluate(model, test, batch_size=args.batch_size)
+    if not args.no_predictions:
+        predictions.save(output / "predictions" / f"{run_name}.npz")
+    if args.save_segmentation_images:
+        from .plotting import save_example_grids
+
+        save_example_grids(predictions, output / "segmentation_images" / run_name)
+    return metrics
+
+
+def run_train(args: argparse.Namespace) -> dict:
+    """Fit, save (optionally) and evaluate one model per category; write results.csv."""
+    output = create_run_folder(args.results_path, args.log_project, args.log_group)
+    print(f"Results go to {output}")
+    results, timings = {}, {}
+    for category in args.subdatasets:
+        seed_everything(args.seed)
+        run_name = f"{args.dataset}_{category}"
+        train = load_dataset(args.data_path, category, "train", args.dataset, args.resize, args.imagesize)
+        model = args.model_cls.from_args(args)
+        started = time.perf_counter()
+        model.fit(train)
+        timings[run_name] = round(time.perf_counter() - started, 3)
+        if getattr(args, "save_model", False):
+            model.save(output / "models" / run_name, overwrite=args.overwrite)
+        results[run_name] = evaluate_and_record(model, args, category, run_name, output)
+        print(f"{run_name}: " + ", ".join(f"{k}={v:.4f}" for k, v in results[run_name].items() if "auroc" in k))
+    write_results_csv(results, output / "results.csv")
+    (output / "fit_seconds.json").write_text(json.dumps(timings, indent=2))
+    return {"output": output, "results": results, "fit_seconds": timings}
+
+
+def run_evaluate(args: argparse.Namespace) -> dict:
+    """Evaluate saved models (one per category, or one for all) and write results.csv into results_path."""
+    if len(args.model_paths) not in (1, len(args.subdatasets)):
+        raise UsageError(f"Give one model path per category ({len(args.subdatasets)}) or exactly one; "
+                         f"got {len(args.model_paths)}.")
+    paths = args.model_paths * len(args.subdatasets) if len(args.model_paths) == 1 else args.model_paths
+    output = Path(args.results_path)
+    results = {}
+    for category, model_path in zip(args.subdatasets, paths, strict=True):
+        seed_everything(args.seed)
+        model = args.model_cls.load(model_path, device=args.device)
+        run_name = f"{args.dataset}_{category}"
+        results[run_name] = evaluate_and_record(model, args, category, run_name, output)
+        print(f"{run_name}: " + ", ".join(f"{k}={v:.4f}" for k, v in results[run_name].items() if "auroc" in k))
+    write_results_csv(results, output / "results.csv")
+    return {"output": output, "results": results}
+
+
+def run_weights_list(args: argparse.Namespace) -> list[dict]:
+    rows = weights_table()
+    for row in rows:
+        state = "available" if row["available"] else "missing"
+        print(f"{row['backbone']:<20} {row['source']:<45} {state:<10} {row['location']}")
+    return rows
+
+
+def run_weights_fetch(args: argparse.Namespace) -> dict:
+    fetched = {}
+    for name in args.backbones:
+        fetched[name] = fetch_weights(name)
+        print(f"{name}: {fetched[name]}")
+    return fetched
+
+
+def run_synthetic(args: argparse.Namespace) -> Path:
+    root = make_synthetic_dataset(args.root, n_train=args.n_train, n_test_good=args.n_test_good,
+                                  n_test_defect=args.n_test_defect, image_size=args.image_size, seed=args.seed)
+    print(f"Synthetic dataset in {root}")
+    return root
+
+
+def main(argv: Sequence[str] | None = None):
+    """Parse ``argv`` (default: ``sys.argv[1:]``), run the command and return its result."""
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    return args.handler(args)
+
+
+__all__ = ["UsageError", "commandline_args", "load_model", "main", "models"]

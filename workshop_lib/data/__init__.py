@@ -1,0 +1,24 @@
+"""Datasets: on-disk layouts, the checked torch Dataset, transforms, the synthetic generator, downloads."""
+
+from .dataset import AnomalyDataset, load_dataset
+from .layouts import LAYOUTS, SampleRecord, discover_records, list_categories
+from .locate import MVTEC_CATEGORIES, resolve_data_root
+from .synthetic import CATEGORIES as SYNTHETIC_CATEGORIES
+from .synthetic import make_synthetic_dataset
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, denormalize
+
+__all__ = [
+    "AnomalyDataset",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "LAYOUTS",
+    "MVTEC_CATEGORIES",
+    "SYNTHETIC_CATEGORIES",
+    "SampleRecord",
+    "denormalize",
+    "discover_records",
+    "list_categories",
+    "load_dataset",
+    "make_synthetic_dataset",
+    "resolve_data_root",
+]

@@ -1,0 +1,174 @@
+"""Where the images of each public dataset live on disk, as lists of records.
+
+Each ``*_records`` function turns one dataset layout into ``SampleRecord``s for one category and split;
+``AnomalyDataset`` (dataset.py) reads them. Layouts covered:
+
+- MVTec AD and MPDD: ``<root>/<category>/train/good``, ``test/<defect>``, ``ground_truth/<defect>/<stem>_mask.png``
+- BTAD: ``<root>/<category>/train/ok``, ``test/{ok,ko}``, ``ground_truth/ko/<stem>.png``
+- MVTec 3D-AD (RGB only): ``<root>/<category>/{train,test}/<defect>/rgb``, masks in ``.../<defect>/gt``
+- VisA: images anywhere under ``<root>``, listed by a split CSV (``object,split,label,image,mask``)
+- a generic folder: ``<root>/<category>/good`` and ``bad`` (optional ``masks/<stem>.png``); good images are
+  split into train and test by ``test_fraction``, deterministically.
+"""
+
+import csv
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import DatasetError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".JPG", ".PNG"}
+LAYOUTS = ("mvtec", "mpdd", "btad", "mvtec3d", "visa", "folder")
+GOOD = "good"
+
+
+@dataclass(frozen=True)
+class SampleRecord:
+    """One image on disk: its mask (None for good images), label (1 = anomalous) and defect type."""
+
+    path: Path
+    mask_path: Path | None
+    label: int
+    defect_type: str
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files of a folder, sorted by name (the order patchcore-inspection uses)."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in IMAGE_SUFFIXES)
+
+
+def require_dir(folder: Path, what: str) -> Path:
+    if not folder.is_dir():
+        raise DatasetError(
+            f"{what} folder not found: {folder}. Check the dataset root and category name, or create the "
+            "synthetic dataset with `python -m workshop_lib data synthetic <root>`."
+        )
+    return folder
+
+
+def find_mask(folder: Path, stem: str, suffixes: tuple[str, ...]) -> Path:
+    for suffix in suffixes:
+        candidate = folder / f"{stem}{suffix}"
+        if candidate.is_file():
+            return candidate
+    raise DatasetError(
+        f"No ground-truth mask for '{stem}' in {folder} (looked for {', '.join(stem + s for s in suffixes)}). "
+        "Every defective test image needs a mask; add it or remove the image."
+    )
+
+
+def mvtec_records(root: Path, category: str, split: str) -> list[SampleRecord]:
+    """MVTec AD / MPDD layout; also the synthetic dataset's layout."""
+    base = require_dir(root / category, f"Category '{category}'")
+    split_dir = require_dir(base / split, f"'{split}' split of '{category}'")
+    records = []
+    for defect_dir in sorted(d for d in split_dir.iterdir() if d.is_dir()):
+        defect = defect_dir.name
+        for image in list_images(defect_dir):
+            if defect == GOOD:
+                records.append(SampleRecord(image, None, 0, GOOD))
+            else:
+                mask = find_mask(base / "ground_truth" / defect, image.stem, ("_mask.png", ".png"))
+                records.append(SampleRecord(image, mask, 1, defect))
+    return records
+
+
+def btad_records(root: Path, category: str, split: str) -> list[SampleRecord]:
+    base = require_dir(root / category, f"Category '{category}'")
+    split_dir = require_dir(base / split, f"'{split}' split of '{category}'")
+    records = []
+    for defect_dir in sorted(d for d in split_dir.iterdir() if d.is_dir()):
+        for image in list_images(defect_dir):
+            if defect_dir.name == "ok":
+                records.append(SampleRecord(image, None, 0, GOOD))
+            else:
+                mask = find_mask(base / "ground_truth" / defect_dir.name, image.stem, (".png", ".bmp"))
+                records.append(SampleRecord(image, mask, 1, defect_dir.name))
+    return records
+
+
+def mvtec3d_records(root: Path, category: str, split: str) -> list[SampleRecord]:
+    base = require_dir(root / category, f"Category '{category}'")
+    split_dir = require_dir(base / split, f"'{split}' split of '{category}'")
+    records = []
+    for defect_dir in sorted(d for d in split_dir.iterdir() if d.is_dir()):
+        for image in list_images(require_dir(defect_dir / "rgb", "MVTec 3D 'rgb'")):
+            if defect_dir.name == GOOD:
+                records.append(SampleRecord(image, None, 0, GOOD))
+            else:
+                mask = find_mask(defect_dir / "gt", image.stem, (".png",))
+                records.append(SampleRecord(image, mask, 1, defect_dir.name))
+    return records
+
+
+def visa_records(root: Path, category: str, split: str, split_csv: Path | None = None) -> list[SampleRecord]:
+    """VisA: the official ``split_csv/1cls.csv`` says which images are train/test and where masks are."""
+    csv_path = split_csv or root / "split_csv" / "1cls.csv"
+    if not csv_path.is_file():
+        raise DatasetError(f"VisA split file not found: {csv_path}. Pass split_csv=... or put it there.")
+    records = []
+    with open(csv_path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row["object"] != category or row["split"] != split:
+                continue
+            anomalous = row["label"] == "anomaly"
+            mask = root / row["mask"] if anomalous and row.get("mask") else None
+            records.append(SampleRecord(root / row["image"], mask, int(anomalous), "bad" if anomalous else GOOD))
+    if not records:
+        raise DatasetError(f"No '{split}' rows for object '{category}' in {csv_path}.")
+    return sorted(records, key=lambda r: (r.defect_type, r.path.name))
+
+
+def folder_records(
+    root: Path, category: str, split: str, test_fraction: float = 0.3, seed: int = 0
+) -> list[SampleRecord]:
+    """A plain folder of good and bad images: the quickest way to try a method on your own data."""
+    base = require_dir(root / category, f"Category '{category}'")
+    good = list_images(require_dir(base / GOOD, "'good' images"))
+    random.Random(seed).shuffle(good)
+    n_test = round(len(good) * test_fraction)
+    if split == "train":
+        return [SampleRecord(p, None, 0, GOOD) for p in sorted(good[n_test:])]
+    records = [SampleRecord(p, None, 0, GOOD) for p in sorted(good[:n_test])]
+    bad_dir = base / "bad"
+    masks_dir = base / "masks"
+    for image in list_images(bad_dir) if bad_dir.is_dir() else []:
+        mask = find_mask(masks_dir, image.stem, (".png", "_mask.png")) if masks_dir.is_dir() else None
+        records.append(SampleRecord(image, mask, 1, "bad"))
+    return records
+
+
+def discover_records(
+    root: str | Path, category: str, split: str, layout: str = "mvtec", **layout_options
+) -> list[SampleRecord]:
+    """Records of one category and split ('train' or 'test') in the given layout."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    readers = {
+        "mvtec": mvtec_records,
+        "mpdd": mvtec_records,
+        "btad": btad_records,
+        "mvtec3d": mvtec3d_records,
+        "visa": visa_records,
+        "folder": folder_records,
+    }
+    if layout not in readers:
+        raise ValueError(f"Unknown dataset layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    records = readers[layout](Path(root), category, split, **layout_options)
+    if not records:
+        raise DatasetError(
+            f"No images found for the '{split}' split of '{category}' under {Path(root) / category}. "
+            f"Expected the {layout} layout (see workshop_lib.data.layouts)."
+        )
+    return records
+
+
+def list_categories(root: str | Path, layout: str = "mvtec") -> list[str]:
+    """Category folders under a dataset root (VisA: the objects named in its split CSV)."""
+    root = Path(root)
+    if layout == "visa":
+        with open(root / "split_csv" / "1cls.csv", newline="") as handle:
+            return sorted({row["object"] for row in csv.DictReader(handle)})
+    marker = {"folder": GOOD}.get(layout, "train")
+    return sorted(d.name for d in root.iterdir() if (d / marker).is_dir()) if root.is_dir() else []

@@ -1,0 +1,17 @@
+"""Errors a user can act on: each message names the file and the fix."""
+
+
+class WorkshopError(Exception):
+    """Base class for the library's user-facing errors."""
+
+
+class DatasetError(WorkshopError, ValueError):
+    """A dataset folder, image or mask is missing or malformed."""
+
+
+class WeightsUnavailableError(WorkshopError, RuntimeError):
+    """Pretrained weights cannot be loaded (offline, wrong file, wrong architecture)."""
+
+
+class ModelFileError(WorkshopError, ValueError):
+    """A saved model folder is missing, incomplete or was written by another method."""

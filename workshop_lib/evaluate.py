@@ -1,0 +1,161 @@
+"""Dataset -> model -> Predictions -> metrics and files. Plots read Predictions and never recompute scores.
+
+Output layout, as in patchcore-inspection: ``<results>/<project>/<group>/`` holds ``results.csv`` (one row per
+category plus ``Mean``), ``models/<dataset>_<category>/`` and ``predictions/<dataset>_<category>.npz``.
+"""
+
+import csv
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from .metrics import compute_metrics
+from .models.base import AnomalyModel
+
+RESULT_COLUMNS = ("instance_auroc", "full_pixel_auroc", "full_pro", "anomaly_pixel_auroc", "anomaly_pro")
+
+
+@dataclass
+class Predictions:
+    """Everything a model said about a test set, with the ground truth beside it.
+
+    ``image_threshold`` and ``pixel_threshold`` are the F1-optimal thresholds in raw score units
+    (see metrics.py).
+    """
+
+    category: str
+    image_scores: np.ndarray  # (N,) float32
+    anomaly_maps: np.ndarray  # (N, H, W) float32
+    labels: np.ndarray  # (N,) int, 1 = anomalous
+    masks: np.ndarray  # (N, H, W) bool
+    paths: np.ndarray  # (N,) str
+    defect_types: np.ndarray  # (N,) str
+    image_threshold: float = float("nan")
+    pixel_threshold: float = float("nan")
+
+    def __len__(self) -> int:
+        return len(self.image_scores)
+
+    def save(self, path: str | Path) -> Path:
+        """One compressed .npz (no pickles), written atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {k: np.asarray(v) for k, v in asdict(self).items()}
+        handle, staging = tempfile.mkstemp(suffix=".npz", dir=path.parent)
+        os.close(handle)
+        try:
+            np.savez_compressed(staging, **arrays)
+            os.replace(staging, path)
+        finally:
+            if os.path.exists(staging):
+                os.remove(staging)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Predictions":
+        with np.load(path, allow_pickle=False) as data:
+            values = {f.name: data[f.name] for f in fields(cls)}
+        for name in ("category", "image_threshold", "pixel_threshold"):
+            values[name] = values[name].item()
+        return cls(**values)
+
+    def metrics(self) -> dict:
+        return compute_metrics(self.image_scores, self.labels, self.anomaly_maps, self.masks)
+
+    def normalized(self) -> "Predictions":
+        """Scores min-max normalised over this test set, as upstream's results (for comparison plots only)."""
+        def scale(values: np.ndarray, low: float, high: float) -> np.ndarray:
+            return (values - low) / (high - low + 1e-12)
+
+        image_low, image_high = float(self.image_scores.min()), float(self.image_scores.max())
+        map_low, map_high = float(self.anomaly_maps.min()), float(self.anomaly_maps.max())
+        return Predictions(
+            self.category, scale(self.image_scores, image_low, image_high),
+            scale(self.anomaly_maps, map_low, map_high), self.labels, self.masks, self.paths,
+            self.defect_types, float(scale(np.float64(self.image_threshold), image_low, image_high)),
+            float(scale(np.float64(self.pixel_threshold), map_low, map_high)),
+        )
+
+
+def predict_dataset(model: AnomalyModel, dataset: Dataset, batch_size: int = 8, progress: bool = True,
+                    num_workers: int = 0) -> Predictions:
+    """Run a fitted model over a test dataset."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    scores, maps, labels, masks, paths, defects = [], [], [], [], [], []
+    for batch in tqdm(loader, desc=f"Scoring {getattr(dataset, 'category', '')}".strip(), disable=not progress):
+        output = model.predict(batch["image"])
+        scores.append(output.image_scores)
+        maps.append(output.anomaly_maps)
+        labels.append(batch["label"].numpy())
+        masks.append(batch["mask"][:, 0].numpy() > 0.5)
+        paths.extend(batch["path"])
+        defects.extend(batch["defect_type"])
+    return Predictions(
+        category=getattr(dataset, "category", ""),
+        image_scores=np.concatenate(scores),
+        anomaly_maps=np.concatenate(maps),
+        labels=np.concatenate(labels).astype(np.int64),
+        masks=np.concatenate(masks),
+        paths=np.asarray(paths),
+        defect_types=np.asarray(defects),
+    )
+
+
+def evaluate(model: AnomalyModel, dataset: Dataset, batch_size: int = 8,
+             progress: bool = True) -> tuple[Predictions, dict]:
+    """Predictions on ``dataset`` (with their F1-optimal thresholds filled in) and the metrics dict."""
+    with torch.no_grad():
+        predictions = predict_dataset(model, dataset, batch_size, progress)
+    metrics = predictions.metrics()
+    predictions.image_threshold = metrics["image_threshold"]
+    predictions.pixel_threshold = metrics["pixel_threshold"]
+    return predictions, metrics
+
+
+def write_results_csv(rows: dict[str, dict], path: str | Path,
+                      columns: Sequence[str] = RESULT_COLUMNS) -> Path:
+    """``results.csv`` as upstream: header ``Row Names,<columns>``, one row per run name, then ``Mean``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, staging = tempfile.mkstemp(suffix=".csv", dir=path.parent)
+    with os.fdopen(handle, "w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["Row Names", *columns])
+        for name, metrics in rows.items():
+            writer.writerow([name, *(f"{metrics[c]:.6f}" for c in columns)])
+        means = [np.nanmean([metrics[c] for metrics in rows.values()]) for c in columns]
+        writer.writerow(["Mean", *(f"{m:.6f}" for m in means)])
+    os.replace(staging, path)
+    return path
+
+
+def read_results_csv(path: str | Path):
+    """results.csv as a pandas DataFrame indexed by row name (``Mean`` included)."""
+    import pandas as pd
+
+    return pd.read_csv(path, index_col="Row Names")
+
+
+def create_run_folder(results_path: str | Path, project: str, group: str) -> Path:
+    """``<results>/<project>/<group>``, or ``<group>_0``, ``<group>_1``... if it exists: never overwrite a run."""
+    base = Path(results_path) / project
+    base.mkdir(parents=True, exist_ok=True)
+    candidate, counter = base / group, 0
+    while True:
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            candidate = base / f"{group}_{counter}"
+            counter += 1
+
+
+def run_names(dataset_name: str, categories: Iterable[str]) -> list[str]:
+    return [f"{dataset_name}_{category}" for category in categories]

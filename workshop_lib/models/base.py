@@ -1,0 +1,127 @@
+"""The model protocol every method follows: configure in __init__, learn in fit, score in predict, save/load.
+
+As in scikit-learn, constructor arguments are the configuration and are stored unchanged; what ``fit`` learns
+ends with an underscore. ``save`` writes one folder: ``config.json`` (method name + configuration + extra
+learned values) and ``tensors.safetensors`` (learned tensors), so loading never unpickles arbitrary objects.
+"""
+
+import argparse
+import inspect
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..errors import ModelFileError
+
+CONFIG_FILE = "config.json"
+TENSORS_FILE = "tensors.safetensors"
+REGISTRY: dict[str, type["AnomalyModel"]] = {}
+
+
+@dataclass
+class ModelOutput:
+    """What ``predict`` returns for a batch: one score per image and one anomaly map per image."""
+
+    image_scores: np.ndarray  # (N,) float32, higher = more anomalous
+    anomaly_maps: np.ndarray  # (N, H, W) float32, at the input image's resolution
+
+
+class AnomalyModel:
+    """Base class: subclasses implement fit, predict, learned_tensors and load_learned."""
+
+    method: ClassVar[str] = ""
+    default_sizes: ClassVar[tuple[int, int]] = (256, 224)  # (resize, imagesize) of the CLI
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """The method's own flags of ``python -m workshop_lib <method> train``."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "AnomalyModel":
+        """A model configured from the parsed flags of ``train``."""
+        raise NotImplementedError
+
+    @classmethod
+    def add_cli_actions(cls, actions: argparse._SubParsersAction) -> None:
+        """Extra sub-commands besides train/evaluate (e.g. export); none by default."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.method:
+            REGISTRY[cls.method] = cls
+
+    def get_config(self) -> dict[str, Any]:
+        """The constructor arguments, read back from the attributes of the same name."""
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {name: getattr(self, name) for name in names}
+
+    def is_fitted(self) -> bool:
+        return any(k.endswith("_") and not k.startswith("_") for k in vars(self))
+
+    def check_fitted(self) -> None:
+        if not self.is_fitted():
+            raise RuntimeError(f"This {type(self).__name__} is not fitted yet: call fit(train_dataset) first.")
+
+    def learned_tensors(self) -> dict[str, torch.Tensor]:
+        """Tensors learned by fit, saved to tensors.safetensors."""
+        raise NotImplementedError
+
+    def learned_values(self) -> dict[str, Any]:
+        """JSON-serialisable values learned by fit (thresholds, statistics), saved in config.json."""
+        return {}
+
+    def load_learned(self, tensors: dict[str, torch.Tensor], values: dict[str, Any]) -> None:
+        """Restore what fit learned from what save wrote."""
+        raise NotImplementedError
+
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+        """Write the model folder atomically; an existing folder is replaced only with ``overwrite=True``."""
+        self.check_fitted()
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} already exists; pass overwrite=True (or --overwrite) to replace it.")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+        try:
+            tensors = {k: v.detach().cpu().contiguous() for k, v in self.learned_tensors().items()}
+            save_file(tensors, str(staging / TENSORS_FILE))
+            document = {"method": self.method, "config": self.get_config(), "learned": self.learned_values()}
+            (staging / CONFIG_FILE).write_text(json.dumps(document, indent=2, default=str))
+            if path.exists():
+                shutil.rmtree(path)
+            os.replace(staging, path)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, **overrides: Any) -> "AnomalyModel":
+        """Load a saved model; ``overrides`` change run-time settings such as ``device``."""
+        path = Path(path)
+        config_file, tensors_file = path / CONFIG_FILE, path / TENSORS_FILE
+        if not config_file.is_file() or not tensors_file.is_file():
+            raise ModelFileError(
+                f"{path} is not a saved model folder (expected {CONFIG_FILE} and {TENSORS_FILE}). "
+                "Train with --save_patchcore_model / model.save(path) first."
+            )
+        document = json.loads(config_file.read_text())
+        model_cls = REGISTRY.get(document.get("method", ""))
+        if model_cls is None or not issubclass(model_cls, cls):
+            raise ModelFileError(f"{path} holds a {document.get('method')!r} model, not a {cls.__name__}.")
+        model = model_cls(**{**document["config"], **overrides})
+        model.load_learned(load_file(str(tensors_file)), document.get("learned", {}))
+        return model
+
+
+def load_model(path: str | Path, **overrides: Any) -> AnomalyModel:
+    """Load any saved model, whatever its method."""
+    return AnomalyModel.load(path, **overrides)

@@ -1,0 +1,255 @@
+"""PatchCore (Roth et al., "Towards Total Recall in Industrial Anomaly Detection", CVPR 2022).
+
+Faithful to amazon-science/patchcore-inspection (commit fcaa92f) unless noted:
+
+- features of ``layers`` (default layer2 + layer3), each patchified with a ``patchsize`` x ``patchsize``
+  neighbourhood (stride 1, same padding), each flattened neighbourhood adaptive-average-pooled to
+  ``pretrain_embed_dimension``; deeper layers bilinearly upsampled to the first layer's grid; the layers'
+  vectors concatenated and adaptive-average-pooled to ``target_embed_dimension``. Pooling the flattened
+  neighbourhood before upsampling is exact: the two linear maps act on different axes and commute.
+- approximate greedy coreset: random projection to 128 dims (``torch.nn.Linear`` default init, seeded),
+  10 random starting points whose mean distance initialises the running minimum, then ``int(N * ratio)``
+  farthest-point steps. Each step is one mat-vec into preallocated buffers: memory O(N), no N x N matrix.
+- exact nearest neighbours with faiss ``IndexFlatL2`` (squared L2, as upstream); patch score = mean over
+  ``num_neighbors`` neighbours. Upstream passes this option under a misspelt name so k is always 1
+  (patchcore-inspection issues #50, #52, #108); here it is used.
+- image score = max patch score; ``reweight=True`` adds the paper's Eq. 7 re-weighting
+  ``s = (1 - softmax(||m_test - m||, m in {m*} + N_b(m*))[0]) * s*`` with ``b = reweight_neighbors``
+  (not implemented upstream, maintainer in issue #12).
+- anomaly map: patch scores on the first layer's grid, bilinear upsampling (``align_corners=False``) to the
+  input size, Gaussian smoothing with sigma 4 (``scipy.ndimage.gaussian_filter``, upstream's value).
+"""
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+import faiss
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.ndimage import gaussian_filter
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from ..backbones import BACKBONES, FeatureExtractor, Weights, backbone_spec
+from ..device import resolve_device
+from .base import AnomalyModel, ModelOutput
+
+PROJECTION_DIM = 128
+STARTING_POINTS = 10
+SMOOTHING_SIGMA = 4.0
+
+
+def greedy_coreset_indices(features: torch.Tensor, n_select: int, seed: int = 0,
+                           progress: bool = True) -> torch.Tensor:
+    """Indices of an approximate greedy (k-center) coreset of ``features`` (N, D).
+
+    Distances are Euclidean in a random 128-dim projection, as in patchcore-inspection's
+    ApproximateGreedyCoresetSampler. The running minimum distance is updated in place, one mat-vec a step.
+    """
+    n_points = features.shape[0]
+    n_select = max(1, min(n_select, n_points))
+    generator = torch.Generator().manual_seed(seed)
+    if features.shape[1] != PROJECTION_DIM:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            projection = torch.nn.Linear(features.shape[1], PROJECTION_DIM, bias=False)
+        with torch.no_grad():
+            features = projection.to(features.device)(features)
+    features = features.contiguous()
+    squared_norms = (features * features).sum(1)
+    buffer = torch.empty(n_points, device=features.device)
+
+    def distances_to(index: int) -> torch.Tensor:
+        torch.mv(features, features[index], out=buffer)
+        buffer.mul_(-2).add_(squared_norms).add_(squared_norms[index])
+        return buffer.clamp_(min=0).sqrt_()
+
+    starts = torch.randperm(n_points, generator=generator)[: min(STARTING_POINTS, n_points)]
+    min_distances = torch.zeros(n_points, device=features.device)
+    for start in starts.tolist():
+        min_distances.add_(distances_to(start))
+    min_distances.div_(len(starts))
+
+    selected = torch.empty(n_select, dtype=torch.long)
+    for step in tqdm(range(n_select), desc="Coreset", disable=not progress, leave=False):
+        index = int(torch.argmax(min_distances))
+        selected[step] = index
+        torch.minimum(min_distances, distances_to(index), out=min_distances)
+    return selected
+
+
+class PatchCore(AnomalyModel):
+    """Memory bank of nominal patch features; anomaly score = distance to the nearest ones."""
+
+    method = "patchcore"
+
+    def __init__(
+        self,
+        backbone: str = "wide_resnet50_2",
+        layers: Sequence[str] | None = None,
+        weights: Weights = "imagenet",
+        pretrain_embed_dimension: int = 1024,
+        target_embed_dimension: int = 1024,
+        patchsize: int = 3,
+        coreset_ratio: float = 0.1,
+        num_neighbors: int = 1,
+        reweight: bool = False,
+        reweight_neighbors: int = 9,
+        batch_size: int = 8,
+        device: str = "auto",
+        seed: int = 0,
+    ) -> None:
+        self.backbone = backbone
+        self.layers = layers
+        self.weights = weights
+        self.pretrain_embed_dimension = pretrain_embed_dimension
+        self.target_embed_dimension = target_embed_dimension
+        self.patchsize = patchsize
+        self.coreset_ratio = coreset_ratio
+        self.num_neighbors = num_neighbors
+        self.reweight = reweight
+        self.reweight_neighbors = reweight_neighbors
+        self.batch_size = batch_size
+        self.device = device
+        self.seed = seed
+        self._extractor: FeatureExtractor | None = None
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """patchcore-inspection's ``patch_core`` and ``sampler`` options."""
+        parser.add_argument("--save_patchcore_model", dest="save_model", action="store_true")
+        parser.add_argument("-b", "--backbone_names", "--backbone", dest="backbone", default="wide_resnet50_2",
+                            help="one backbone (ensembles are not supported): " + ", ".join(BACKBONES))
+        parser.add_argument("-le", "--layers_to_extract_from", dest="layers", action="append",
+                            help="layer name (repeat); default: the backbone's PatchCore layers")
+        parser.add_argument("--weights", default="imagenet", help="imagenet, none (random init) or a file path")
+        parser.add_argument("--pretrain_embed_dimension", type=int, default=1024)
+        parser.add_argument("--target_embed_dimension", type=int, default=1024)
+        parser.add_argument("--anomaly_scorer_num_nn", type=int, default=1, help="k nearest neighbours")
+        parser.add_argument("--patchsize", type=int, default=3)
+        parser.add_argument("--reweight", action="store_true", help="the paper's image-score re-weighting")
+        parser.add_argument("--sampler", default="approx_greedy_coreset",
+                            choices=("approx_greedy_coreset", "identity"))
+        parser.add_argument("-p", "--percentage", type=float, default=0.1, help="coreset ratio")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "PatchCore":
+        return cls(backbone=args.backbone, layers=args.layers, weights=args.weights,
+                   pretrain_embed_dimension=args.pretrain_embed_dimension,
+                   target_embed_dimension=args.target_embed_dimension, patchsize=args.patchsize,
+                   coreset_ratio=1.0 if args.sampler == "identity" else args.percentage,
+                   num_neighbors=args.anomaly_scorer_num_nn, reweight=args.reweight,
+                   batch_size=args.batch_size, device=args.device, seed=args.seed)
+
+    # -- features ---------------------------------------------------------------------------------
+    @property
+    def extractor(self) -> FeatureExtractor:
+        """The frozen backbone, built on first use on the resolved device."""
+        if self._extractor is None:
+            if not 0 < self.coreset_ratio <= 1:
+                raise ValueError(f"coreset_ratio must be in (0, 1], got {self.coreset_ratio}")
+            if self.patchsize % 2 != 1:
+                raise ValueError(f"patchsize must be odd (same padding), got {self.patchsize}")
+            layers = self.layers or backbone_spec(self.backbone).patchcore_layers
+            self._extractor = FeatureExtractor(self.backbone, layers, self.weights, seed=self.seed)
+            self._extractor.to(resolve_device(self.device))
+        return self._extractor
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Images (B, 3, H, W) -> patch features (B * h * w, target_embed_dimension) and the grid (h, w)."""
+        extractor = self.extractor
+        device = next(extractor.parameters()).device
+        feature_maps = extractor(images.to(device))
+        grid = feature_maps[0].shape[-2:]
+        pad = (self.patchsize - 1) // 2
+        per_layer = []
+        for fmap in feature_maps:
+            batch, _, height, width = fmap.shape
+            patches = F.unfold(fmap, kernel_size=self.patchsize, padding=pad)  # (B, C*p*p, h*w)
+            patches = patches.transpose(1, 2).reshape(batch * height * width, 1, -1)
+            pooled = F.adaptive_avg_pool1d(patches, self.pretrain_embed_dimension)
+            pooled = pooled.reshape(batch, height, width, -1).permute(0, 3, 1, 2)
+            if (height, width) != tuple(grid):
+                pooled = F.interpolate(pooled, size=grid, mode="bilinear", align_corners=False)
+            per_layer.append(pooled.permute(0, 2, 3, 1).reshape(-1, self.pretrain_embed_dimension))
+        stacked = torch.stack(per_layer, dim=1).reshape(per_layer[0].shape[0], 1, -1)
+        embedded = F.adaptive_avg_pool1d(stacked, self.target_embed_dimension).squeeze(1)
+        return embedded, (int(grid[0]), int(grid[1]))
+
+    # -- fit --------------------------------------------------------------------------------------
+    def fit(self, dataset: Dataset, progress: bool = True) -> "PatchCore":
+        """Embed every training patch, keep a greedy coreset of them, index it with faiss."""
+        if len(dataset) == 0:
+            raise ValueError("The training dataset is empty: PatchCore needs normal images to learn from.")
+        loader = DataLoader(dataset, batch_size=self.batch_size, shuffle=False)
+        chunks = []
+        for batch in tqdm(loader, desc="Embedding train images", disable=not progress):
+            features, grid = self.embed(batch["image"])
+            chunks.append(features.cpu())
+        bank = torch.cat(chunks)
+        n_select = int(len(bank) * self.coreset_ratio)
+        if self.coreset_ratio < 1:
+            bank = bank[greedy_coreset_indices(bank, n_select, self.seed, progress)]
+        self.memory_bank_ = bank.contiguous()
+        self.grid_ = grid
+        self.image_size_ = tuple(int(s) for s in dataset[0]["image"].shape[-2:])
+        self._index = None
+        return self
+
+    # -- predict ----------------------------------------------------------------------------------
+    @property
+    def index(self) -> faiss.Index:
+        """Exact L2 index over the memory bank (faiss returns squared distances)."""
+        self.check_fitted()
+        if getattr(self, "_index", None) is None:
+            index = faiss.IndexFlatL2(self.memory_bank_.shape[1])
+            index.add(self.memory_bank_.numpy())
+            self._index = index
+        return self._index
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> ModelOutput:
+        """Image scores (N,) and anomaly maps (N, H, W) for a batch of normalised images."""
+        self.check_fitted()
+        features, grid = self.embed(images)
+        queries = features.cpu().numpy()
+        distances, neighbors = self.index.search(queries, self.num_neighbors)
+        patch_scores = distances.mean(axis=1).reshape(len(images), -1)
+        image_scores = patch_scores.max(axis=1)
+        if self.reweight:
+            image_scores = self.reweighted_scores(queries.reshape(len(images), -1, queries.shape[1]),
+                                                  patch_scores, neighbors[:, 0].reshape(len(images), -1))
+        maps = torch.from_numpy(patch_scores).reshape(len(images), 1, *grid)
+        maps = F.interpolate(maps, size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0].numpy()
+        maps = np.stack([gaussian_filter(m, sigma=SMOOTHING_SIGMA) for m in maps])
+        return ModelOutput(image_scores.astype(np.float32), maps.astype(np.float32))
+
+    def reweighted_scores(self, queries: np.ndarray, patch_scores: np.ndarray, nearest: np.ndarray) -> np.ndarray:
+        """Paper Eq. 7: damp the max score when its nearest memory item sits in a dense region of the bank."""
+        bank = self.memory_bank_.numpy()
+        n_support = min(self.reweight_neighbors + 1, len(bank))
+        scores = np.empty(len(queries), dtype=np.float32)
+        for i, (query, patch, near) in enumerate(zip(queries, patch_scores, nearest, strict=True)):
+            worst = int(np.argmax(patch))
+            m_star = bank[near[worst]]
+            _, support = self.index.search(m_star[None], n_support)  # m* itself first, then N_b(m*)
+            distances = np.linalg.norm(bank[support[0]] - query[worst], axis=1)
+            weight = 1 - np.exp(distances[0] - distances.max()) / np.exp(distances - distances.max()).sum()
+            scores[i] = weight * patch[worst]
+        return scores
+
+    # -- persistence ------------------------------------------------------------------------------
+    def learned_tensors(self) -> dict[str, torch.Tensor]:
+        return {"memory_bank": self.memory_bank_}
+
+    def learned_values(self) -> dict[str, Any]:
+        return {"grid": list(self.grid_), "image_size": list(self.image_size_)}
+
+    def load_learned(self, tensors: dict[str, torch.Tensor], values: dict[str, Any]) -> None:
+        self.memory_bank_ = tensors["memory_bank"]
+        self.grid_ = tuple(values["grid"])
+        self.image_size_ = tuple(values["image_size"])
+        self._index = None

@@ -1,0 +1,168 @@
+"""Figures for the notebooks and the CLI. Every function takes Predictions or a results table and returns a
+matplotlib Figure; nothing here recomputes a score."""
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+if not matplotlib.get_backend().lower().startswith(("module://", "nbagg", "ipympl", "widget")):
+    matplotlib.use("Agg")  # scripts and CI have no display; notebooks keep their inline backend
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from PIL import Image
+
+from .evaluate import Predictions
+
+NORMAL_COLOR, ANOMALY_COLOR, THRESHOLD_COLOR = "tab:blue", "tab:red", "black"
+
+
+def load_display_image(path: str, size: tuple[int, int], resize: int | None = None) -> np.ndarray:
+    """The test image as the model saw it (shorter side resized, centre-cropped), as an RGB array."""
+    from torchvision.transforms import v2 as T
+
+    from .data.transforms import to_rgb
+
+    with Image.open(path) as image:
+        image = to_rgb(image)
+        image = T.Resize(resize or max(size))(image)
+        return np.asarray(T.CenterCrop(size)(image))
+
+
+def score_histogram(normal: np.ndarray, anomalous: np.ndarray, threshold: float | None, title: str,
+                    xlabel: str, ax: plt.Axes | None = None, bins: int = 50) -> plt.Axes:
+    """Overlaid density histograms of normal vs anomalous scores, with the threshold as a vertical line."""
+    ax = ax or plt.subplots(figsize=(6, 4))[1]
+    edges = np.histogram_bin_edges(np.concatenate([normal, anomalous]), bins=bins)
+    ax.hist(normal, bins=edges, alpha=0.6, density=True, color=NORMAL_COLOR, label=f"normal (n={len(normal)})")
+    ax.hist(anomalous, bins=edges, alpha=0.6, density=True, color=ANOMALY_COLOR,
+            label=f"anomalous (n={len(anomalous)})")
+    if threshold is not None and np.isfinite(threshold):
+        ax.axvline(threshold, color=THRESHOLD_COLOR, linestyle="--", label=f"F1-optimal threshold {threshold:.3g}")
+    ax.set(title=title, xlabel=xlabel, ylabel="density")
+    ax.legend()
+    return ax
+
+
+def plot_score_histograms(predictions: Predictions, max_pixels: int = 2_000_000, seed: int = 0) -> plt.Figure:
+    """Pixel-wise and image-wise score histograms (normal vs anomalous) with their optimal thresholds."""
+    fig, (pixel_ax, image_ax) = plt.subplots(1, 2, figsize=(13, 4.5))
+    maps, masks = predictions.anomaly_maps.ravel(), predictions.masks.ravel()
+    if maps.size > max_pixels:  # a random subset keeps the histogram's shape and the plot fast
+        keep = np.random.default_rng(seed).choice(maps.size, max_pixels, replace=False)
+        maps, masks = maps[keep], masks[keep]
+    score_histogram(maps[~masks], maps[masks], predictions.pixel_threshold,
+                    f"{predictions.category}: pixel-wise scores", "anomaly map value", pixel_ax)
+    labels = predictions.labels.astype(bool)
+    score_histogram(predictions.image_scores[~labels], predictions.image_scores[labels],
+                    predictions.image_threshold, f"{predictions.category}: image-wise scores", "image score",
+                    image_ax, bins=20)
+    fig.tight_layout()
+    return fig
+
+
+def plot_examples(predictions: Predictions, indices: Sequence[int], threshold: float | None = None,
+                  resize: int | None = None) -> plt.Figure:
+    """One row per example: image | anomaly map | binarised map (at ``threshold``) | ground-truth mask."""
+    threshold = predictions.pixel_threshold if threshold is None else threshold
+    vmin, vmax = float(predictions.anomaly_maps.min()), float(predictions.anomaly_maps.max())
+    fig, axes = plt.subplots(len(indices), 4, figsize=(12, 3 * len(indices)), squeeze=False)
+    for row, index in zip(axes, indices, strict=True):
+        size = predictions.anomaly_maps[index].shape
+        row[0].imshow(load_display_image(str(predictions.paths[index]), size, resize))
+        row[0].set_title(f"{Path(str(predictions.paths[index])).name} ({predictions.defect_types[index]})\n"
+                         f"score {predictions.image_scores[index]:.3g}", fontsize=9)
+        shown = row[1].imshow(predictions.anomaly_maps[index], cmap="jet", vmin=vmin, vmax=vmax)
+        fig.colorbar(shown, ax=row[1], fraction=0.046)
+        row[1].set_title("anomaly map", fontsize=9)
+        row[2].imshow(predictions.anomaly_maps[index] >= threshold, cmap="gray", vmin=0, vmax=1)
+        row[2].set_title(f"map >= {threshold:.3g}", fontsize=9)
+        row[3].imshow(predictions.masks[index], cmap="gray", vmin=0, vmax=1)
+        row[3].set_title("ground truth", fontsize=9)
+        for ax in row:
+            ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def save_example_grids(predictions: Predictions, folder: str | Path, per_figure: int = 4) -> list[Path]:
+    """All test images as PNG grids of ``per_figure`` rows (the CLI's --save_segmentation_images)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for start in range(0, len(predictions), per_figure):
+        fig = plot_examples(predictions, list(range(start, min(start + per_figure, len(predictions)))))
+        path = folder / f"examples_{start:04d}.png"
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def plot_category_metrics(results: pd.DataFrame, metrics: Sequence[str] = ("instance_auroc", "full_pixel_auroc"),
+                          title: str = "") -> plt.Figure:
+    """Grouped bars of metrics per category from a results.csv table (the Mean row is drawn as a line)."""
+    table = results.drop(index="Mean", errors="ignore")[list(metrics)]
+    long = table.reset_index(names="category").melt(id_vars="category", var_name="metric", value_name="value")
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(table) + 3), 4.5))
+    sns.barplot(long, x="category", y="value", hue="metric", ax=ax)
+    for metric, color in zip(metrics, sns.color_palette(), strict=False):
+        ax.axhline(table[metric].mean(), color=color, linestyle=":", linewidth=1)
+    low = max(0.0, float(np.nanmin(table.values)) - 0.05)
+    ax.set(ylim=(low, 1.0), title=title or "metrics per category", ylabel="score", xlabel="")
+    ax.tick_params(axis="x", rotation=45)
+    fig.tight_layout()
+    return fig
+
+
+def plot_score_distributions(predictions: Sequence[Predictions], normalize: bool = True) -> plt.Figure:
+    """Image-score distributions per category (normal vs anomalous), side by side."""
+    frames = []
+    for pred in predictions:
+        pred = pred.normalized() if normalize else pred
+        frames.append(pd.DataFrame({"category": pred.category, "score": pred.image_scores,
+                                    "label": np.where(pred.labels == 1, "anomalous", "normal")}))
+    data = pd.concat(frames, ignore_index=True)
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(predictions) + 3), 4.5))
+    sns.violinplot(data, x="category", y="score", hue="label", split=True, inner="quart", cut=0,
+                   palette={"normal": NORMAL_COLOR, "anomalous": ANOMALY_COLOR}, ax=ax)
+    ax.set(ylabel="image score" + (" (min-max per category)" if normalize else ""), xlabel="")
+    ax.tick_params(axis="x", rotation=45)
+    fig.tight_layout()
+    return fig
+
+
+def plot_metric_curve(table: pd.DataFrame, x: str, metrics: Sequence[str], hue: str | None = None,
+                      title: str = "") -> plt.Figure:
+    """Metric(s) vs a parameter (image size, shots...), mean +- std over repeated rows (seeds)."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4.5), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        sns.lineplot(table, x=x, y=metric, hue=hue, marker="o", errorbar="sd", ax=ax)
+        ax.set(title=metric, xlabel=x, ylabel=metric)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_classwise_bars(table: pd.DataFrame, metric: str, label: str = "category", n_worst: int = 3,
+                        title: str = "") -> plt.Figure:
+    """Bars of ``metric`` per class, sorted, the ``n_worst`` classes in red."""
+    ordered = table.sort_values(metric)
+    colors = [ANOMALY_COLOR if i < n_worst else "tab:gray" for i in range(len(ordered))]
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(ordered) + 3), 4.5))
+    ax.bar(ordered[label].astype(str), ordered[metric], color=colors)
+    ax.set(ylabel=metric, title=title or f"{metric} per class ({n_worst} worst in red)",
+           ylim=(max(0.0, float(ordered[metric].min()) - 0.05), 1.0))
+    ax.tick_params(axis="x", rotation=45)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 100) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path

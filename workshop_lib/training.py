@@ -1,0 +1,81 @@
+"""The epoch loop shared by the trained methods (RD4AD, MMR, ResAD, MAE + LoRA).
+
+One place for the progress bar, periodic checkpoints and ``resume``: a checkpoint holds the trainable
+module's state, the optimizer's and the scheduler's, the finished epoch count and the loss history, written
+atomically to ``<checkpoint_dir>/last.pt`` and read back with ``weights_only=True`` (no arbitrary pickles).
+"""
+
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+CHECKPOINT_FILE = "last.pt"
+
+
+def save_checkpoint(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: Any | None, epoch: int, losses: list[float]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"module": module.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict() if scheduler is not None else None,
+             "epoch": epoch, "losses": losses}
+    staging = path.with_suffix(".tmp")
+    torch.save(state, staging)
+    os.replace(staging, path)
+
+
+def load_checkpoint(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: Any | None) -> tuple[int, list[float]]:
+    """Restore states in place; returns (finished epochs, loss history)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    module.load_state_dict(state["module"])
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and state["scheduler"] is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    return int(state["epoch"]), list(state["losses"])
+
+
+def train_epochs(
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Callable[[], Iterable[Any]],
+    loss_of_batch: Callable[[Any], torch.Tensor],
+    epochs: int,
+    scheduler: Any | None = None,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 1,
+    resume: bool = False,
+    progress: bool = True,
+    description: str = "Training",
+) -> list[float]:
+    """Run ``epochs`` epochs (minus those a resumed checkpoint already did); returns mean loss per epoch.
+
+    ``batches()`` gives one epoch's batches; ``loss_of_batch`` computes the loss to minimise. The scheduler,
+    if any, steps once per batch. With ``resume=True`` and no checkpoint yet, training starts from epoch 0.
+    """
+    checkpoint = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
+    start, losses = 0, []
+    if resume and checkpoint is not None and checkpoint.is_file():
+        start, losses = load_checkpoint(checkpoint, module, optimizer, scheduler)
+    bar = tqdm(range(start, epochs), desc=description, disable=not progress, initial=start, total=epochs)
+    for epoch in bar:
+        module.train()
+        total, count = 0.0, 0
+        for batch in batches():
+            loss = loss_of_batch(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            total, count = total + float(loss.detach()), count + 1
+        losses.append(total / max(count, 1))
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        if checkpoint is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):
+            save_checkpoint(checkpoint, module, optimizer, scheduler, epoch + 1, losses)
+    module.eval()
+    return losses
