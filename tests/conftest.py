@@ -21,3 +21,31 @@ def synthetic_root(tmp_path_factory) -> Path:
     shared = os.environ.get("WORKSHOP_TEST_DATA")
     root = Path(shared) if shared else tmp_path_factory.mktemp("data") / "synthetic"
     return make_synthetic_dataset(root, **SYNTHETIC)
+
+
+NOTEBOOKS = REPO / "notebooks"
+
+
+@pytest.fixture(scope="session")
+def run_notebook(tmp_path_factory, synthetic_root):
+    """Execute ``notebooks/solutions/<name>.ipynb`` with papermill at CI size; returns the executed notebook.
+
+    ``parameters`` override the notebook's ``parameters`` cell; ``data_path`` (the shared synthetic dataset)
+    and ``output_dir`` (a fresh temp folder) are always passed.
+    """
+    import nbformat
+    import papermill
+
+    def run(name: str, folder: str = "solutions", **parameters) -> nbformat.NotebookNode:
+        output_dir = tmp_path_factory.mktemp(name)
+        params = {"data_path": str(synthetic_root), "output_dir": str(output_dir), **parameters}
+        executed = output_dir / f"{name}.executed.ipynb"
+        papermill.execute_notebook(
+            str(NOTEBOOKS / folder / f"{name}.ipynb"), str(executed), parameters=params,
+            cwd=str(REPO / "work"), kernel_name="python3", progress_bar=False,
+        )
+        notebook = nbformat.read(executed, as_version=4)
+        notebook.metadata["output_dir"] = str(output_dir)
+        return notebook
+
+    return run
