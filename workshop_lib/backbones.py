@@ -61,7 +61,11 @@ BACKBONES: dict[str, BackboneSpec] = {
     )
 }
 # Names used by patchcore-inspection and the first workshop.
-ALIASES = {"wideresnet50": "wide_resnet50_2", "mobilenetv2_100": "mobilenet_v2", "efficientnet-lite0": "efficientnet_lite0"}
+ALIASES = {
+    "wideresnet50": "wide_resnet50_2",
+    "mobilenetv2_100": "mobilenet_v2",
+    "efficientnet-lite0": "efficientnet_lite0",
+}
 
 
 def backbone_spec(name: str) -> BackboneSpec:
@@ -131,14 +135,18 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_local_weights(model: nn.Module, path: Path) -> None:
+    """Load a state_dict file; extra tensors (another classifier head) are ignored, missing ones are not."""
     state = read_state_dict(path)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    advice = "Use a state_dict saved from the same architecture."
+    try:
+        missing, _unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # shape mismatches
+        raise WeightsUnavailableError(f"{path} does not fit {type(model).__name__}: "
+                                      f"{str(error).splitlines()[1].strip()} ... {advice}") from error
     if missing:
         raise WeightsUnavailableError(
-            f"{path} does not fit {type(model).__name__}: {len(missing)} tensors missing "
-            f"(e.g. {missing[:3]}). Use a state_dict saved from the same architecture."
+            f"{path} does not fit {type(model).__name__}: {len(missing)} tensors missing (e.g. {missing[:3]}). {advice}"
         )
-    del unexpected  # classifier heads of other checkpoints are harmless
 
 
 def load_imagenet_weights(model: nn.Module, spec: BackboneSpec) -> None:

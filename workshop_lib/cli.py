@@ -24,6 +24,7 @@ import torch
 from . import models
 from .backbones import BACKBONES, fetch_weights, weights_table
 from .data import LAYOUTS, load_dataset, make_synthetic_dataset
+from .data.download import download_mvtec
 from .evaluate import create_run_folder, evaluate, write_results_csv
 from .models.base import REGISTRY, AnomalyModel, load_model
 
@@ -119,6 +120,9 @@ def build_parser() -> Parser:
     synthetic.add_argument("--image_size", type=int, default=128)
     synthetic.add_argument("--seed", type=int, default=0)
     synthetic.set_defaults(handler=run_synthetic)
+    mvtec = data_sub.add_parser("download-mvtec", help="download MVTec AD (4.9 GB, checksum-verified)")
+    mvtec.add_argument("data_dir", help="folder that will hold mvtec_anomaly_detection/")
+    mvtec.set_defaults(handler=lambda args: download_mvtec(args.data_dir))
     return parser
 
 
@@ -139,6 +143,9 @@ def evaluate_and_record(model: AnomalyModel, args: argparse.Namespace, category:
 
 def run_train(args: argparse.Namespace) -> dict:
     """Fit, save (optionally) and evaluate one model per category; write results.csv."""
+    repeated = sorted({c for c in args.subdatasets if args.subdatasets.count(c) > 1})
+    if repeated:
+        raise UsageError(f"Category given twice: {', '.join(repeated)}")
     output = create_run_folder(args.results_path, args.log_project, args.log_group)
     print(f"Results go to {output}")
     results, timings = {}, {}

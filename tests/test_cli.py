@@ -1,0 +1,70 @@
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from conftest import REPO
+
+from workshop_lib.cli import UsageError, main
+from workshop_lib.evaluate import Predictions
+
+TRAIN = ["patchcore", "train", "--log_project", "proj", "--log_group", "run", "--save_patchcore_model",
+         "-b", "resnet18", "--weights", "none", "--pretrain_embed_dimension", "64", "--target_embed_dimension", "32",
+         "-p", "0.1", "--resize", "64", "--imagesize", "64", "-d", "washer", "-d", "tile"]
+
+
+@pytest.mark.slow
+def test_train_then_evaluate_end_to_end(synthetic_root, tmp_path):
+    trained = main([*TRAIN[:2], str(tmp_path / "results"), *TRAIN[2:], "--data_path", str(synthetic_root),
+                    "--save_segmentation_images"])
+    run = tmp_path / "results" / "proj" / "run"
+    assert trained["output"] == run
+    assert sorted(p.name for p in (run / "models").iterdir()) == ["mvtec_tile", "mvtec_washer"]
+    table = pd.read_csv(run / "results.csv", index_col="Row Names")
+    assert list(table.index) == ["mvtec_washer", "mvtec_tile", "Mean"]
+    assert table.loc["Mean", "instance_auroc"] == pytest.approx(table.iloc[:2]["instance_auroc"].mean(), abs=1e-6)
+    assert len(list((run / "segmentation_images" / "mvtec_tile").glob("*.png"))) >= 5
+    predictions = Predictions.load(run / "predictions" / "mvtec_washer.npz")
+    assert predictions.anomaly_maps.shape[1:] == (64, 64) and len(predictions) == 25
+
+    evaluated = main(["patchcore", "evaluate", str(tmp_path / "eval"), "-p", str(run / "models" / "mvtec_washer"),
+                      "-p", str(run / "models" / "mvtec_tile"), "-d", "washer", "-d", "tile",
+                      "--resize", "64", "--imagesize", "64", "--data_path", str(synthetic_root)])
+    again = pd.read_csv(tmp_path / "eval" / "results.csv", index_col="Row Names")
+    pd.testing.assert_frame_equal(again, table)  # loading a saved model reproduces the training-time numbers
+    assert evaluated["results"]["mvtec_tile"]["instance_auroc"] == table.loc["mvtec_tile", "instance_auroc"]
+    # A second training run with the same names goes to a new folder instead of overwriting.
+    second = main([*TRAIN[:2], str(tmp_path / "results"), *TRAIN[2:-2], "--data_path", str(synthetic_root)])
+    assert second["output"].name == "run_0"
+
+
+def test_usage_errors_raise_instead_of_exiting(synthetic_root, tmp_path):
+    with pytest.raises(UsageError, match="required: --data_path"):
+        main(["patchcore", "train", str(tmp_path), "-d", "tile"])
+    with pytest.raises(UsageError, match="one model path per category"):
+        main(["patchcore", "evaluate", str(tmp_path), "-p", "a", "-p", "b", "-d", "x", "-d", "y", "-d", "z",
+              "--data_path", str(synthetic_root)])
+
+
+def test_duplicate_categories_are_refused(synthetic_root, tmp_path):
+    with pytest.raises(UsageError, match="twice"):
+        main([*TRAIN[:2], str(tmp_path), *TRAIN[2:], "-d", "tile", "--data_path", str(synthetic_root)])
+    assert not (tmp_path / "proj").exists()
+
+
+def test_module_entry_point_exit_codes(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    bad = subprocess.run([sys.executable, "-m", "workshop_lib", "patchcore", "train"], capture_output=True,
+                         text=True, cwd=REPO, env=env)
+    assert bad.returncode == 2 and "usage:" in bad.stderr and "Traceback" not in bad.stderr
+    missing = subprocess.run([sys.executable, "-m", "workshop_lib", "patchcore", "train", str(tmp_path),
+                              "-d", "bottle", "--data_path", str(tmp_path / "nowhere")],
+                             capture_output=True, text=True, cwd=REPO, env=env)
+    assert missing.returncode == 1 and "folder not found" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_data_synthetic_command(tmp_path):
+    root = main(["data", "synthetic", str(tmp_path / "syn"), "--n_train", "2", "--n_test_good", "1",
+                 "--n_test_defect", "1", "--image_size", "32"])
+    assert (root / "washer" / "train" / "good" / "001.png").is_file()
