@@ -1,0 +1,175 @@
+"""PatchCore: workshop_lib vs anomalib 2.7, side by side in one run, on the same data and the same weights.
+
+    python benchmarks/patchcore_benchmark.py                # 200 train images, 224 px, as issue 3 asks
+    python benchmarks/patchcore_benchmark.py --n_train 40   # a quick look
+
+Columns: fit seconds, inference seconds per image (batch 1, after warm-up), peak RSS of the process, image and
+pixel AUROC. Each side runs in its own process so peak memory is its own. Rows: wide_resnet50_2 with random
+weights (the same tensors loaded into both) and efficientnet_lite0 with its bundled ImageNet weights (the same
+module handed to anomalib). Also printed: our coreset selection speed at N = 150k and our inference time at
+1 % and 10 % coreset against the bare backbone forward.
+
+anomalib lives in its own venv, used only here. Create it once (about 2 minutes):
+
+    python3 -m venv benchmarks/.venv-anomalib
+    benchmarks/.venv-anomalib/bin/pip install "anomalib[cpu]==2.7.0"
+
+Its KCenterGreedy fragments memory until the process is killed unless MALLOC_MMAP_THRESHOLD_=131072 is set,
+which this script does for that column.
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / ".data"
+ANOMALIB_PYTHON = HERE / ".venv-anomalib" / "bin" / "python"
+CONFIGS = (("wide_resnet50_2", "random"), ("efficientnet_lite0", "imagenet"))
+
+
+def prepare_data(n_train: int, image_size: int) -> tuple[Path, np.ndarray]:
+    """Synthetic 'washer' images as one npz of normalised tensors, plus the test masks."""
+    from workshop_lib.data import load_dataset, make_synthetic_dataset
+
+    root = make_synthetic_dataset(DATA / f"synthetic-{n_train}-{image_size}", categories=("washer",),
+                                  n_train=n_train, n_test_good=20, n_test_defect=10, image_size=image_size)
+    train = load_dataset(root, "washer", "train", resize=image_size, imagesize=image_size)
+    test = load_dataset(root, "washer", "test", resize=image_size, imagesize=image_size)
+    tensors = DATA / f"tensors-{n_train}-{image_size}.npz"
+    if not tensors.is_file():
+        np.savez(tensors, train=np.stack([item["image"].numpy() for item in train]),
+                 test=np.stack([item["image"].numpy() for item in test]),
+                 labels=np.asarray(test.labels), masks=np.stack([item["mask"][0].numpy() > 0.5 for item in test]))
+    with np.load(tensors) as data:
+        return tensors, data["masks"]
+
+
+def save_network(backbone: str, weights: str) -> tuple[str, Path]:
+    """The full timm network's state_dict, so both sides load exactly the same tensors."""
+    from workshop_lib.backbones import backbone_spec, build_network
+
+    spec = backbone_spec(backbone)
+    path = DATA / f"{backbone}-{weights}.pth"
+    if not path.is_file():
+        network = build_network(spec, None if weights == "random" else weights, seed=0)
+        torch.save(network.state_dict(), path)
+    return spec.architecture, path
+
+
+def run_ours(tensors: Path, backbone: str, state_dict: Path, output: Path, coreset_ratio: float) -> dict:
+    """Worker body: fit and time our PatchCore in this process."""
+    from workshop_lib.models import PatchCore
+
+    data = np.load(tensors)
+    train = [{"image": torch.from_numpy(image)} for image in data["train"]]
+    test = torch.from_numpy(data["test"])
+    model = PatchCore(backbone, weights=str(state_dict), coreset_ratio=coreset_ratio, device="cpu")
+    started = time.perf_counter()
+    model.fit(train, progress=False)
+    fit_seconds = time.perf_counter() - started
+    model.predict(test[:1])  # warm-up
+    started = time.perf_counter()
+    outputs = [model.predict(image[None]) for image in test]
+    per_image = (time.perf_counter() - started) / len(test)
+    with torch.no_grad():
+        started = time.perf_counter()
+        for image in test:
+            model.extractor(image[None])
+        backbone_per_image = (time.perf_counter() - started) / len(test)
+    np.savez(output, scores=np.concatenate([o.image_scores for o in outputs]),
+             maps=np.concatenate([o.anomaly_maps for o in outputs]))
+    return {"fit_s": fit_seconds, "infer_s_per_image": per_image, "backbone_s_per_image": backbone_per_image,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "memory_bank": int(model.memory_bank_.shape[0])}
+
+
+def coreset_speed(n_points: int = 150_000, dim: int = 1024, n_select: int = 1500) -> float:
+    """Points selected per second by our greedy coreset at N points (random features, 128-dim projection)."""
+    from workshop_lib.models.patchcore import greedy_coreset_indices
+
+    features = torch.randn(n_points, dim, generator=torch.Generator().manual_seed(0))
+    started = time.perf_counter()
+    greedy_coreset_indices(features, n_select, progress=False)
+    return n_select / (time.perf_counter() - started)
+
+
+def worker_json(command: list[str], env: dict | None = None) -> dict:
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:3])} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def accuracy(npz: Path, labels: np.ndarray, masks: np.ndarray) -> tuple[float, float]:
+    from workshop_lib.metrics import auroc
+
+    with np.load(npz) as data:
+        return auroc(labels, data["scores"]), auroc(masks, data["maps"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n_train", type=int, default=200)
+    parser.add_argument("--image_size", type=int, default=224)
+    parser.add_argument("--coreset_ratio", type=float, default=0.1)
+    parser.add_argument("--worker", nargs=4, metavar=("TENSORS", "BACKBONE", "STATE_DICT", "OUTPUT"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        tensors, backbone, state_dict, output = args.worker
+        print(json.dumps(run_ours(Path(tensors), backbone, Path(state_dict), Path(output), args.coreset_ratio)))
+        return
+
+    DATA.mkdir(exist_ok=True)
+    tensors, masks = prepare_data(args.n_train, args.image_size)
+    labels = np.load(tensors)["labels"]
+    print(f"{args.n_train} train / {len(labels)} test images at {args.image_size} px, coreset "
+          f"{args.coreset_ratio:.0%}, torch threads {torch.get_num_threads()}")
+    if not ANOMALIB_PYTHON.is_file():
+        print(f"anomalib column skipped: {ANOMALIB_PYTHON} not found (see this script's docstring).")
+    rows = []
+    for backbone, weights in CONFIGS:
+        architecture, state_dict = save_network(backbone, weights)
+        ours_npz = DATA / f"ours-{backbone}.npz"
+        ours = worker_json([sys.executable, __file__, "--coreset_ratio", str(args.coreset_ratio),
+                            "--worker", str(tensors), backbone, str(state_dict), str(ours_npz)])
+        ours["auroc"] = accuracy(ours_npz, labels, masks)
+        ours_1pct = worker_json([sys.executable, __file__, "--coreset_ratio", "0.01",
+                                 "--worker", str(tensors), backbone, str(state_dict), str(ours_npz)])
+        rows.append((backbone, weights, "workshop_lib", ours))
+        print(f"{backbone}: inference {ours['infer_s_per_image'] * 1000:.0f} ms/image at {args.coreset_ratio:.0%}"
+              f" coreset, {ours_1pct['infer_s_per_image'] * 1000:.0f} ms at 1 %; bare backbone "
+              f"{ours_1pct['backbone_s_per_image'] * 1000:.0f} ms -> ratio at 1 %: "
+              f"{ours_1pct['infer_s_per_image'] / ours_1pct['backbone_s_per_image']:.2f}", flush=True)
+        if ANOMALIB_PYTHON.is_file():
+            from workshop_lib.backbones import backbone_spec
+
+            layers = list(backbone_spec(backbone).patchcore_layers)
+            anomalib_npz = DATA / f"anomalib-{backbone}.npz"
+            env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+            theirs = worker_json([str(ANOMALIB_PYTHON), str(HERE / "anomalib_worker.py"), "--tensors", str(tensors),
+                                  "--architecture", architecture, "--state_dict", str(state_dict), "--layers",
+                                  *layers, "--coreset_ratio", str(args.coreset_ratio), "--output",
+                                  str(anomalib_npz)], env)
+            theirs["auroc"] = accuracy(anomalib_npz, labels, masks)
+            rows.append((backbone, weights, "anomalib 2.7", theirs))
+
+    print("\n| backbone | weights | implementation | fit s | infer ms/image | peak RSS MB | image AUROC | pixel AUROC |")
+    print("|---|---|---|---|---|---|---|---|")
+    for backbone, weights, name, r in rows:
+        print(f"| {backbone} | {weights} | {name} | {r['fit_s']:.1f} | {r['infer_s_per_image'] * 1000:.0f} | "
+              f"{r['peak_rss_mb']:.0f} | {r['auroc'][0]:.3f} | {r['auroc'][1]:.3f} |")
+    print(f"\nCoreset selection at N = 150,000 (1024 dims -> 128): {coreset_speed():.0f} points/s")
+
+
+if __name__ == "__main__":
+    main()
