@@ -5,18 +5,18 @@ category plus ``Mean``), ``models/<dataset>_<category>/`` and ``predictions/<dat
 """
 
 import csv
-import os
-import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .metrics import compute_metrics
+from .io import atomic_file
+from .metrics import auroc, compute_metrics
 from .models.base import AnomalyModel
 
 RESULT_COLUMNS = ("instance_auroc", "full_pixel_auroc", "full_pro", "anomaly_pixel_auroc", "anomaly_pro")
@@ -45,18 +45,10 @@ class Predictions:
 
     def save(self, path: str | Path) -> Path:
         """One compressed .npz (no pickles), written atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {k: np.asarray(v) for k, v in asdict(self).items()}
-        handle, staging = tempfile.mkstemp(suffix=".npz", dir=path.parent)
-        os.close(handle)
-        try:
+        with atomic_file(path) as staging:
             np.savez_compressed(staging, **arrays)
-            os.replace(staging, path)
-        finally:
-            if os.path.exists(staging):
-                os.remove(staging)
-        return path
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | Path) -> "Predictions":
@@ -122,24 +114,18 @@ def evaluate(model: AnomalyModel, dataset: Dataset, batch_size: int = 8,
 def write_results_csv(rows: dict[str, dict], path: str | Path,
                       columns: Sequence[str] = RESULT_COLUMNS) -> Path:
     """``results.csv`` as upstream: header ``Row Names,<columns>``, one row per run name, then ``Mean``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(suffix=".csv", dir=path.parent)
-    with os.fdopen(handle, "w", newline="") as stream:
+    with atomic_file(path) as staging, open(staging, "w", newline="") as stream:
         writer = csv.writer(stream)
         writer.writerow(["Row Names", *columns])
         for name, metrics in rows.items():
             writer.writerow([name, *(f"{metrics[c]:.6f}" for c in columns)])
         means = [np.nanmean([metrics[c] for metrics in rows.values()]) for c in columns]
         writer.writerow(["Mean", *(f"{m:.6f}" for m in means)])
-    os.replace(staging, path)
-    return path
+    return Path(path)
 
 
-def read_results_csv(path: str | Path):
+def read_results_csv(path: str | Path) -> pd.DataFrame:
     """results.csv as a pandas DataFrame indexed by row name (``Mean`` included)."""
-    import pandas as pd
-
     return pd.read_csv(path, index_col="Row Names")
 
 
@@ -157,5 +143,16 @@ def create_run_folder(results_path: str | Path, project: str, group: str) -> Pat
             counter += 1
 
 
-def run_names(dataset_name: str, categories: Iterable[str]) -> list[str]:
-    return [f"{dataset_name}_{category}" for category in categories]
+def per_image_table(predictions: Predictions) -> pd.DataFrame:
+    """One row per test image: score, label, margin to the image threshold (positive = wrong side) and, for
+    defective images, the pixel AUROC of its own map. Sort it to find the worst or best examples."""
+    signs = np.where(predictions.labels == 1, -1.0, 1.0)
+    return pd.DataFrame({
+        "path": predictions.paths,
+        "defect_type": predictions.defect_types,
+        "label": predictions.labels,
+        "image_score": predictions.image_scores,
+        "image_error": signs * (predictions.image_scores - predictions.image_threshold),
+        "pixel_auroc": [auroc(m, a) if m.any() else np.nan
+                        for m, a in zip(predictions.masks, predictions.anomaly_maps, strict=True)],
+    })

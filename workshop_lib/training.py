@@ -5,7 +5,6 @@ module's state, the optimizer's and the scheduler's, the finished epoch count an
 atomically to ``<checkpoint_dir>/last.pt`` and read back with ``weights_only=True`` (no arbitrary pickles).
 """
 
-import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -14,18 +13,18 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .io import atomic_file
+
 CHECKPOINT_FILE = "last.pt"
 
 
 def save_checkpoint(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: Any | None, epoch: int, losses: list[float]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {"module": module.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict() if scheduler is not None else None,
              "epoch": epoch, "losses": losses}
-    staging = path.with_suffix(".tmp")
-    torch.save(state, staging)
-    os.replace(staging, path)
+    with atomic_file(path) as staging:
+        torch.save(state, staging)
 
 
 def load_checkpoint(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer,

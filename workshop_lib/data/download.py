@@ -5,15 +5,14 @@ mvtecad.py``, DOWNLOAD_INFO). MVTec AD is licensed CC BY-NC-SA 4.0: for teaching
 """
 
 import hashlib
-import os
 import tarfile
-import tempfile
 import urllib.request
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from ..errors import DatasetError
+from ..io import atomic_file
 
 MVTEC_URL = ("https://www.mydrive.ch/shares/38536/3830184030e49fe74747669442f0f282/download/"
              "420938113-1629952094/mvtec_anomaly_detection.tar.xz")
@@ -45,10 +44,8 @@ def verify_checksum(path: str | Path, expected_sha256: str) -> None:
 def download_file(url: str, destination: str | Path, expected_sha256: str | None = None) -> Path:
     """Stream ``url`` to ``destination`` (atomically, with a progress bar), then verify it."""
     destination = Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(suffix=".part", dir=destination.parent)
-    try:
-        with urllib.request.urlopen(url) as response, os.fdopen(handle, "wb") as out:
+    with atomic_file(destination) as staging:
+        with urllib.request.urlopen(url) as response, open(staging, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=f"Downloading {destination.name}") as bar:
                 for chunk in iter(lambda: response.read(CHUNK), b""):
@@ -56,10 +53,6 @@ def download_file(url: str, destination: str | Path, expected_sha256: str | None
                     bar.update(len(chunk))
         if expected_sha256:
             verify_checksum(staging, expected_sha256)
-        os.replace(staging, destination)
-    finally:
-        if os.path.exists(staging):
-            os.remove(staging)
     return destination
 
 

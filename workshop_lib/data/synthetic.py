@@ -7,15 +7,14 @@ visibly beat random ones, as on MVTec AD.
 """
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
+
+from ..io import atomic_dir
 
 TEXTURES = ("weave", "wood", "tile")
 OBJECTS = ("washer", "capsule")
@@ -206,17 +205,10 @@ def make_synthetic_dataset(
         )
     if root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root} exists and is not empty; refusing to write a synthetic dataset into it.")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=root.parent))
-    try:
+    with atomic_dir(root, overwrite=True) as staging:  # only an empty folder can be here
         for category in categories:
             write_category(staging / category, category, params)
         (staging / MANIFEST).write_text(json.dumps(params, indent=2))
-        if root.exists():
-            root.rmdir()
-        os.replace(staging, root)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return root
 
 

@@ -8,9 +8,6 @@ learned values) and ``tensors.safetensors`` (learned tensors), so loading never 
 import argparse
 import inspect
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import ModelFileError
+from ..io import atomic_dir
 
 CONFIG_FILE = "config.json"
 TENSORS_FILE = "tensors.safetensors"
@@ -86,22 +84,12 @@ class AnomalyModel:
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
         """Write the model folder atomically; an existing folder is replaced only with ``overwrite=True``."""
         self.check_fitted()
-        path = Path(path)
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} already exists; pass overwrite=True (or --overwrite) to replace it.")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
-        try:
+        with atomic_dir(path, overwrite) as staging:
             tensors = {k: v.detach().cpu().contiguous() for k, v in self.learned_tensors().items()}
             save_file(tensors, str(staging / TENSORS_FILE))
             document = {"method": self.method, "config": self.get_config(), "learned": self.learned_values()}
             (staging / CONFIG_FILE).write_text(json.dumps(document, indent=2, default=str))
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(staging, path)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return path
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | Path, **overrides: Any) -> "AnomalyModel":
