@@ -1,0 +1,57 @@
+"""Small checks a student calls to see whether a task's answer is right; each prints ✓ or ✗ and returns a bool."""
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .evaluate import Predictions, per_image_table
+from .metrics import f1_optimal_threshold
+
+
+def report(ok: bool, success: str, failure: str) -> bool:
+    print(("✓ " + success) if ok else ("✗ " + failure))
+    return ok
+
+
+def check_results_table(results: pd.DataFrame, categories: Sequence[str]) -> bool:
+    """Task 2: a results.csv table with one row per category, a Mean row and AUROCs in [0, 1]."""
+    expected = {f"mvtec_{c}" for c in categories} | {"Mean"}
+    values = results[["instance_auroc", "full_pixel_auroc"]].to_numpy()
+    ok = expected <= set(results.index) and bool(np.all((values >= 0) & (values <= 1)))
+    return report(ok, "results table has every category and the Mean row",
+                  f"expected rows {sorted(expected)}, got {list(results.index)}")
+
+
+def check_pixel_threshold(predictions: Predictions, threshold: float) -> bool:
+    """Task 4: the F1-optimal pixel threshold (on raw anomaly-map values)."""
+    expected, _ = f1_optimal_threshold(predictions.masks, predictions.anomaly_maps)
+    return report(bool(np.isclose(threshold, expected, rtol=1e-4)), f"pixel threshold {threshold:.4g} is F1-optimal",
+                  f"{threshold:.4g} is not the F1-optimal pixel threshold; use precision_recall_curve on all pixels")
+
+
+def check_image_threshold(predictions: Predictions, threshold: float) -> bool:
+    """Task 4: the F1-optimal image threshold."""
+    expected, _ = f1_optimal_threshold(predictions.labels, predictions.image_scores)
+    return report(bool(np.isclose(threshold, expected, rtol=1e-4)), f"image threshold {threshold:.4g} is F1-optimal",
+                  f"{threshold:.4g} is not the F1-optimal image threshold")
+
+
+def check_extreme_category(results: pd.DataFrame, metric: str, answer: str, worst: bool = True) -> bool:
+    """Tasks 5/6: the category with the lowest (worst) or highest (best) value of ``metric``."""
+    table = results.drop(index="Mean", errors="ignore")[metric]
+    expected = table.idxmin() if worst else table.idxmax()
+    which = "worst" if worst else "best"
+    return report(answer in (expected, expected.removeprefix("mvtec_")), f"{answer} is the {which} by {metric}",
+                  f"{answer} is not the {which} category by {metric}")
+
+
+def check_extreme_examples(predictions: Predictions, indices: Sequence[int], column: str = "image_error",
+                           worst: bool = True) -> bool:
+    """Tasks 5/6: ``indices`` are the N worst (largest ``column``) or best (smallest) test images."""
+    table = per_image_table(predictions).dropna(subset=[column])
+    ordered = table.sort_values(column, ascending=not worst).index[: len(indices)]
+    ok = sorted(map(int, indices)) == sorted(map(int, ordered))
+    which = "worst" if worst else "best"
+    return report(ok, f"these are the {len(indices)} {which} examples by {column}",
+                  f"expected the {which} examples {list(map(int, ordered))}, got {list(map(int, indices))}")
