@@ -163,7 +163,8 @@ def main() -> None:
             theirs["auroc"] = accuracy(anomalib_npz, labels, masks)
             rows.append((backbone, weights, "anomalib 2.7", theirs))
 
-    print("\n| backbone | weights | implementation | fit s | infer ms/image | peak RSS MB | image AUROC | pixel AUROC |")
+    print("\n| backbone | weights | implementation | fit s | infer ms/image | peak RSS MB | image AUROC "
+          "| pixel AUROC |")
     print("|---|---|---|---|---|---|---|---|")
     for backbone, weights, name, r in rows:
         print(f"| {backbone} | {weights} | {name} | {r['fit_s']:.1f} | {r['infer_s_per_image'] * 1000:.0f} | "

@@ -7,10 +7,9 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
+from conftest import NOTEBOOKS
 
 from workshop_lib import teaching
-
-from conftest import NOTEBOOKS
 
 # CI size: synthetic data (data_path is passed by the fixture), real ImageNet features from the bundled
 # EfficientNet-Lite0, 64 px, two categories.
