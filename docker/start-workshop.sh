@@ -46,7 +46,11 @@ if [ -z "$token" ]; then
     token="$(python -c 'import secrets; print(secrets.token_hex(24))')"
 fi
 export JUPYTER_TOKEN="$token"
+root_flag=()
+if [ "$(id -u)" = "0" ]; then
+    root_flag=(--allow-root)  # the image runs as uid 1000; root only where a user or a test chose it
+fi
 echo "JupyterLab will be at: http://127.0.0.1:${HOST_PORT}/lab?token=${token}"
-exec jupyter lab --no-browser --ip="$JUPYTER_IP" --port="$JUPYTER_PORT" \
+exec jupyter lab "${root_flag[@]}" --no-browser --ip="$JUPYTER_IP" --port="$JUPYTER_PORT" \
     --ServerApp.root_dir="$WORK_DIR" --IdentityProvider.token="$token" \
     --ServerApp.allow_remote_access=True --ServerApp.terminado_settings="shell_command=['/bin/bash']"

@@ -39,13 +39,14 @@ class Predictions:
     defect_types: np.ndarray  # (N,) str
     image_threshold: float = float("nan")
     pixel_threshold: float = float("nan")
+    calibrated_scores: np.ndarray | None = None  # (N,) in [0, 1], for models with a calibration (RD4AD)
 
     def __len__(self) -> int:
         return len(self.image_scores)
 
     def save(self, path: str | Path) -> Path:
         """One compressed .npz (no pickles), written atomically."""
-        arrays = {k: np.asarray(v) for k, v in asdict(self).items()}
+        arrays = {k: np.asarray(v) for k, v in asdict(self).items() if v is not None}
         with atomic_file(path) as staging:
             np.savez_compressed(staging, **arrays)
         return Path(path)
@@ -53,7 +54,7 @@ class Predictions:
     @classmethod
     def load(cls, path: str | Path) -> "Predictions":
         with np.load(path, allow_pickle=False) as data:
-            values = {f.name: data[f.name] for f in fields(cls)}
+            values = {f.name: data[f.name] for f in fields(cls) if f.name in data}  # optional fields may be absent
         for name in ("category", "image_threshold", "pixel_threshold"):
             values[name] = values[name].item()
         return cls(**values)
@@ -89,14 +90,16 @@ def predict_dataset(model: AnomalyModel, dataset: Dataset, batch_size: int = 8, 
         masks.append(batch["mask"][:, 0].numpy() > 0.5)
         paths.extend(batch["path"])
         defects.extend(batch["defect_type"])
+    image_scores = np.concatenate(scores)
     return Predictions(
         category=getattr(dataset, "category", ""),
-        image_scores=np.concatenate(scores),
+        image_scores=image_scores,
         anomaly_maps=np.concatenate(maps),
         labels=np.concatenate(labels).astype(np.int64),
         masks=np.concatenate(masks),
         paths=np.asarray(paths),
         defect_types=np.asarray(defects),
+        calibrated_scores=model.calibrated_scores(image_scores),
     )
 
 

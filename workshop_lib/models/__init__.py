@@ -2,5 +2,6 @@
 
 from .base import AnomalyModel, ModelOutput, load_model
 from .patchcore import PatchCore
+from .rd4ad import RD4AD
 
-__all__ = ["AnomalyModel", "ModelOutput", "PatchCore", "load_model"]
+__all__ = ["AnomalyModel", "ModelOutput", "PatchCore", "RD4AD", "load_model"]

@@ -69,6 +69,11 @@ class AnomalyModel:
         if not self.is_fitted():
             raise RuntimeError(f"This {type(self).__name__} is not fitted yet: call fit(train_dataset) first.")
 
+    def calibrated_scores(self, image_scores: np.ndarray) -> np.ndarray | None:
+        """Raw image scores mapped to [0, 1] (0 normal, 0.5 borderline, 1 anomalous) by a method that learned a
+        calibration in fit; None for methods without one."""
+        return None
+
     def learned_tensors(self) -> dict[str, torch.Tensor]:
         """Tensors learned by fit, saved to tensors.safetensors."""
         raise NotImplementedError
