@@ -8,7 +8,6 @@ from pathlib import Path
 
 import compose
 import pytest
-
 from conftest import REPO
 
 START = REPO / "docker" / "start-workshop.sh"
