@@ -26,6 +26,15 @@ def synthetic_root(tmp_path_factory) -> Path:
 NOTEBOOKS = REPO / "notebooks"
 
 
+def pytest_terminal_summary(terminalreporter):
+    """Print the whole notebook suite's time at CI size (issue 4 asks for it in every run)."""
+    reports = [r for r in terminalreporter.getreports("passed") + terminalreporter.getreports("failed")
+               if "test_notebooks.py" in r.nodeid and r.when == "call"]
+    if reports:
+        total = sum(r.duration for r in reports)
+        terminalreporter.write_line(f"notebooks at CI size: {len(reports)} runs, {total:.0f} s in all")
+
+
 @pytest.fixture(scope="session")
 def run_notebook(tmp_path_factory, synthetic_root):
     """Execute ``notebooks/solutions/<name>.ipynb`` with papermill at CI size; returns the executed notebook.

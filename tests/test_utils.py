@@ -28,10 +28,9 @@ def test_train_args_mirror_the_first_workshop():
 
 @pytest.mark.slow
 def test_trainer_and_evaluator_run_inside_commandline_args(synthetic_root, tmp_path):
-    common = {"data_path": str(synthetic_root), "weights": "none"}
     train_args = utils.get_train_args("0000", (str(tmp_path / "experiments"), "step1"), ("capsule",),
-                                      backbone="resnet18", image_size=64, resize=64, sampler_percentage=0.1,
-                                      target_embed_dimension=64, **common)
+                                      backbone="efficientnet_lite0", image_size=64, resize=64, sampler_percentage=0.1,
+                                      data_path=str(synthetic_root))
     with utils.commandline_args(*train_args):
         result = utils.trainer()  # no try/except SystemExit needed
     model_dir = tmp_path / "experiments" / "step1" / "0000" / "models" / "mvtec_capsule"
