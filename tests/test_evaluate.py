@@ -52,3 +52,18 @@ def test_run_folders_never_overwrite(tmp_path):
     second = create_run_folder(tmp_path, "project", "group")
     third = create_run_folder(tmp_path, "project", "group")
     assert [first.name, second.name, third.name] == ["group", "group_0", "group_1"]
+
+
+def test_atomic_writes_get_normal_permissions(tmp_path):
+    """Files written through a temporary file keep the usual umask-based mode, not tempfile's 0600, so the
+    container user and other users can read results, notebooks and models."""
+    import os
+
+    from workshop_lib.io import atomic_dir, atomic_file, default_mode
+
+    with atomic_file(tmp_path / "a.csv") as staging:
+        staging.write_text("x")
+    with atomic_dir(tmp_path / "model") as staging:
+        (staging / "f").write_text("y")
+    assert os.stat(tmp_path / "a.csv").st_mode & 0o777 == default_mode()
+    assert os.stat(tmp_path / "model").st_mode & 0o777 == default_mode(directory=True)

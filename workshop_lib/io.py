@@ -9,6 +9,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def default_mode(directory: bool = False) -> int:
+    """The permissions a plain open()/mkdir() would give (tempfile's 0600/0700 would lock other users out)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 @contextmanager
 def atomic_file(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``, on error it is removed."""
@@ -18,6 +25,7 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     os.close(handle)
     try:
         yield Path(staging)
+        os.chmod(staging, default_mode())
         os.replace(staging, path)
     finally:
         if os.path.exists(staging):
@@ -37,6 +45,7 @@ def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
     try:
         yield staging
+        os.chmod(staging, default_mode(directory=True))
         if path.exists():
             shutil.rmtree(path)
         os.replace(staging, path)
