@@ -32,6 +32,7 @@ cleanup() {
     if [ -n "${COMPOSE:-}" ]; then
         $COMPOSE logs --no-color > "$STATE/compose.log" 2>&1 && tail -n 30 "$STATE/compose.log"
         $COMPOSE down --volumes --remove-orphans > /dev/null 2>&1
+        docker image prune -f > /dev/null 2>&1  # earlier builds' layers; the current image stays cached
     fi
     [ -n "$CA_COPY" ] && rm -f "$CA_COPY"
     [ -n "$PODMAN_PID" ] && kill "$PODMAN_PID" 2> /dev/null
@@ -95,6 +96,9 @@ $COMPOSE up -d > "$STATE/up.log" 2>&1 || { cat "$STATE/up.log"; fail "compose up
 url="http://127.0.0.1:$JUPYTER_PORT"
 for _ in $(seq 120); do
     curl -fsS "$url/api/status?token=$JUPYTER_TOKEN" > /dev/null 2>&1 && break
+    case "$($COMPOSE ps -a --format '{{.State}}')" in
+        *exited*|*restarting*|*dead*) fail "the container stopped while starting (its log is printed below)" ;;
+    esac
     sleep 1
 done
 curl -fsS "$url/api/status?token=$JUPYTER_TOKEN" > /dev/null || fail "JupyterLab did not come up on $url"
