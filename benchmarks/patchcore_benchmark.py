@@ -116,11 +116,19 @@ def accuracy(npz: Path, labels: np.ndarray, masks: np.ndarray) -> tuple[float, f
         return auroc(labels, data["scores"]), auroc(masks, data["maps"])
 
 
+def print_row(backbone: str, weights: str, name: str, r: dict) -> None:
+    """One table row, printed as soon as it is measured (a long anomalib run may be stopped)."""
+    print(f"| {backbone} | {weights} | {name} | {r['fit_s']:.1f} | {r['infer_s_per_image'] * 1000:.0f} | "
+          f"{r['peak_rss_mb']:.0f} | {r['auroc'][0]:.3f} | {r['auroc'][1]:.3f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n_train", type=int, default=200)
     parser.add_argument("--image_size", type=int, default=224)
     parser.add_argument("--coreset_ratio", type=float, default=0.1)
+    parser.add_argument("--configs", nargs="+", default=[f"{b}:{w}" for b, w in CONFIGS],
+                        help="backbone:weights rows to run (default: %(default)s)")
     parser.add_argument("--worker", nargs=4, metavar=("TENSORS", "BACKBONE", "STATE_DICT", "OUTPUT"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -136,16 +144,18 @@ def main() -> None:
           f"{args.coreset_ratio:.0%}, torch threads {torch.get_num_threads()}")
     if not ANOMALIB_PYTHON.is_file():
         print(f"anomalib column skipped: {ANOMALIB_PYTHON} not found (see this script's docstring).")
-    rows = []
-    for backbone, weights in CONFIGS:
+    print("| backbone | weights | implementation | fit s | infer ms/image | peak RSS MB | image AUROC | pixel AUROC |")
+    print("|---|---|---|---|---|---|---|---|", flush=True)
+    for config in args.configs:
+        backbone, weights = config.split(":")
         architecture, state_dict = save_network(backbone, weights)
         ours_npz = DATA / f"ours-{backbone}.npz"
         ours = worker_json([sys.executable, __file__, "--coreset_ratio", str(args.coreset_ratio),
                             "--worker", str(tensors), backbone, str(state_dict), str(ours_npz)])
         ours["auroc"] = accuracy(ours_npz, labels, masks)
+        print_row(backbone, weights, "workshop_lib", ours)
         ours_1pct = worker_json([sys.executable, __file__, "--coreset_ratio", "0.01",
                                  "--worker", str(tensors), backbone, str(state_dict), str(ours_npz)])
-        rows.append((backbone, weights, "workshop_lib", ours))
         print(f"{backbone}: inference {ours['infer_s_per_image'] * 1000:.0f} ms/image at {args.coreset_ratio:.0%}"
               f" coreset, {ours_1pct['infer_s_per_image'] * 1000:.0f} ms at 1 %; bare backbone "
               f"{ours_1pct['backbone_s_per_image'] * 1000:.0f} ms -> ratio at 1 %: "
@@ -161,14 +171,7 @@ def main() -> None:
                                   *layers, "--coreset_ratio", str(args.coreset_ratio), "--output",
                                   str(anomalib_npz)], env)
             theirs["auroc"] = accuracy(anomalib_npz, labels, masks)
-            rows.append((backbone, weights, "anomalib 2.7", theirs))
-
-    print("\n| backbone | weights | implementation | fit s | infer ms/image | peak RSS MB | image AUROC "
-          "| pixel AUROC |")
-    print("|---|---|---|---|---|---|---|---|")
-    for backbone, weights, name, r in rows:
-        print(f"| {backbone} | {weights} | {name} | {r['fit_s']:.1f} | {r['infer_s_per_image'] * 1000:.0f} | "
-              f"{r['peak_rss_mb']:.0f} | {r['auroc'][0]:.3f} | {r['auroc'][1]:.3f} |")
+            print_row(backbone, weights, "anomalib 2.7", theirs)
     print(f"\nCoreset selection at N = 150,000 (1024 dims -> 128): {coreset_speed():.0f} points/s")
 
 
