@@ -26,6 +26,7 @@ from .backbones import BACKBONES, fetch_weights, weights_table
 from .data import LAYOUTS, load_dataset, make_synthetic_dataset
 from .data.download import download_mvtec
 from .evaluate import create_run_folder, evaluate, write_results_csv
+from .io import atomic_file
 from .models.base import REGISTRY, AnomalyModel, load_model
 
 
@@ -162,7 +163,8 @@ def run_train(args: argparse.Namespace) -> dict:
         results[run_name] = evaluate_and_record(model, args, category, run_name, output)
         print(f"{run_name}: " + ", ".join(f"{k}={v:.4f}" for k, v in results[run_name].items() if "auroc" in k))
     write_results_csv(results, output / "results.csv")
-    (output / "fit_seconds.json").write_text(json.dumps(timings, indent=2))
+    with atomic_file(output / "fit_seconds.json") as staging:
+        staging.write_text(json.dumps(timings, indent=2))
     return {"output": output, "results": results, "fit_seconds": timings}
 
 
