@@ -320,7 +320,8 @@ class RD4AD(AnomalyModel):
         add_network_arguments(parser)
         parser.add_argument("--epochs", type=int, default=200)
         parser.add_argument("--lr", type=float, default=0.005)
-        parser.add_argument("--betas", type=float, nargs=2, default=(0.5, 0.999), help="Adam betas")
+        parser.add_argument("--betas", type=float, nargs=2, default=(0.5, 0.999), metavar=("BETA1", "BETA2"),
+                            help="Adam betas")
         parser.add_argument("--checkpoint_dir", help="checkpoints go to <checkpoint_dir>/<category>/last.pt")
         parser.add_argument("--checkpoint_every", type=int, default=10, help="epochs between checkpoints")
         parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
