@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import models
+from . import models  # noqa: F401  (importing it registers every method's sub-commands)
 from .backbones import BACKBONES, fetch_weights, weights_table
 from .data import LAYOUTS, load_dataset, make_synthetic_dataset
 from .data.download import download_mvtec
 from .evaluate import create_run_folder, evaluate, write_results_csv
 from .io import atomic_file
-from .models.base import REGISTRY, AnomalyModel, load_model
+from .models.base import REGISTRY, AnomalyModel
 
 
 class UsageError(ValueError):
@@ -214,5 +214,3 @@ def main(argv: Sequence[str] | None = None):
     args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
     return args.handler(args)
 
-
-__all__ = ["UsageError", "commandline_args", "load_model", "main", "models"]
