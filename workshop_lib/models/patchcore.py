@@ -188,11 +188,13 @@ class PatchCore(AnomalyModel):
         if len(dataset) == 0:
             raise ValueError("The training dataset is empty: PatchCore needs normal images to learn from.")
         loader = DataLoader(dataset, batch_size=self.batch_size, shuffle=False)
-        chunks = []
+        bank, filled = None, 0
         for batch in tqdm(loader, desc="Embedding train images", disable=not progress):
             features, grid = self.embed(batch["image"])
-            chunks.append(features.cpu())
-        bank = torch.cat(chunks)
+            if bank is None:  # filled in place: a list + torch.cat would hold the bank twice at its peak
+                bank = torch.empty(len(dataset) * grid[0] * grid[1], features.shape[1])
+            bank[filled: filled + len(features)] = features.cpu()
+            filled += len(features)
         n_select = int(len(bank) * self.coreset_ratio)
         if self.coreset_ratio < 1:
             bank = bank[greedy_coreset_indices(bank, n_select, self.seed, progress)]
