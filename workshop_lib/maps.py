@@ -56,6 +56,13 @@ def cosine_distance_map(teacher: list[torch.Tensor], student: list[torch.Tensor]
     return total
 
 
+def upsample_sum(level_maps: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+    """Per-level (N, h, w) score maps, bilinearly upsampled (align_corners=True) to ``size`` and summed over
+    levels: the aggregation of RD4AD, MMR and ResAD before smoothing. Returns (N, H, W)."""
+    return sum(F.interpolate(m.unsqueeze(1), size=size, mode="bilinear", align_corners=True)[:, 0]
+               for m in level_maps)
+
+
 def check_tiling(height: int, width: int, rows: int, columns: int, multiple: int = 1) -> tuple[int, int]:
     """The tile size of a ``rows`` x ``columns`` grid, or a ValueError saying which image size would work."""
     if rows < 1 or columns < 1:

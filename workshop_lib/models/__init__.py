@@ -1,7 +1,9 @@
 """One file per method, all on the protocol of base.AnomalyModel."""
 
 from .base import AnomalyModel, ModelOutput, load_model
+from .mae_lora import MAELoRA
 from .patchcore import PatchCore
 from .rd4ad import RD4AD
+from .resad import ResAD
 
-__all__ = ["AnomalyModel", "ModelOutput", "PatchCore", "RD4AD", "load_model"]
+__all__ = ["AnomalyModel", "MAELoRA", "ModelOutput", "PatchCore", "RD4AD", "ResAD", "load_model"]
