@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import FormatStrFormatter, NullLocator
 from PIL import Image
 
 from .evaluate import Predictions
@@ -142,6 +143,8 @@ def plot_metric_curve(table: pd.DataFrame, x: str, metrics: Sequence[str], hue: 
     for ax, metric in zip(axes[0], metrics, strict=True):
         sns.lineplot(table, x=x, y=metric, hue=hue, marker="o", errorbar="sd", ax=ax)
         ax.set(title=metric, xlabel=x, ylabel=metric)
+        if pd.api.types.is_integer_dtype(table[x]) and table[x].nunique() <= 12:
+            ax.set_xticks(sorted(table[x].unique()))  # shots, image sizes: no ticks between the measured values
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -157,6 +160,29 @@ def plot_classwise_bars(table: pd.DataFrame, metric: str, label: str = "category
     ax.set(ylabel=metric, title=title or f"{metric} per class ({n_worst} worst in red)",
            ylim=(max(0.0, float(ordered[metric].min()) - 0.05), 1.0))
     ax.tick_params(axis="x", rotation=45)
+    fig.tight_layout()
+    return fig
+
+
+def plot_fewshot_decay(table: pd.DataFrame, metric: str = "image_auroc", x: str = "shots", log_x: bool = True,
+                       title: str = "") -> plt.Figure:
+    """A few-shot study's table (workshop_lib.fewshot.collect): ``metric`` vs ``x`` (shots or tier), one panel per
+    domain, one line per method, mean +- std over seeds, so methods compare at equal training data."""
+    domains = list(dict.fromkeys(table["domain"]))
+    columns = min(3, len(domains))
+    rows = -(-len(domains) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3.8 * rows), squeeze=False, sharey=True)
+    for ax, domain in zip(axes.flat, domains, strict=False):  # spare panels stay empty
+        sns.lineplot(table[table["domain"] == domain], x=x, y=metric, hue="method", marker="o", errorbar="sd", ax=ax)
+        ax.set(title=domain, xlabel=x, ylabel=metric, xscale="log" if log_x else "linear")
+        ax.set_xticks(sorted(table[x].unique()))  # the measured values, written out (no 3 x 10^0 on a log axis)
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_locator(NullLocator())
+        if table[metric].max() <= 1:  # AUROC / AUPRO: the +- std band may not pass 1
+            ax.set_ylim(top=1.02)
+    for ax in axes.flat[len(domains):]:
+        ax.axis("off")
+    fig.suptitle(title or f"{metric} vs {x} (mean +- std over seeds)")
     fig.tight_layout()
     return fig
 

@@ -2,9 +2,9 @@
 
 from .dataset import AnomalyDataset, load_dataset
 from .layouts import LAYOUTS, SampleRecord, discover_records, list_categories
-from .locate import MVTEC_CATEGORIES, resolve_data_root
+from .locate import MVTEC_CATEGORIES, resolve_aebad_root, resolve_data_root
 from .synthetic import CATEGORIES as SYNTHETIC_CATEGORIES
-from .synthetic import make_synthetic_dataset
+from .synthetic import make_synthetic_aebad, make_synthetic_dataset
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, denormalize
 
 __all__ = [
@@ -19,6 +19,8 @@ __all__ = [
     "discover_records",
     "list_categories",
     "load_dataset",
+    "make_synthetic_aebad",
     "make_synthetic_dataset",
+    "resolve_aebad_root",
     "resolve_data_root",
 ]

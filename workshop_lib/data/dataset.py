@@ -1,6 +1,7 @@
 """A torch Dataset over the records of one category and split, with input checks that name the bad file."""
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -8,7 +9,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from ..errors import DatasetError
-from .layouts import SampleRecord, discover_records
+from .layouts import GOOD, SampleRecord, discover_records
 from .transforms import image_transform, mask_transform, to_rgb
 
 
@@ -35,6 +36,20 @@ def check_records(records: Sequence[SampleRecord]) -> None:
                     f"Mask {record.mask_path} is {mask.size[0]}x{mask.size[1]} but its image {record.path} "
                     f"is {size[0]}x{size[1]}. Masks must have their image's size; re-export the mask."
                 )
+
+
+def relabel_empty_masks(records: Sequence[SampleRecord], resize: int, imagesize: int) -> list[SampleRecord]:
+    """A defect whose mask is empty after resize + centre crop becomes a good sample, as MMR's loader does
+    (``datasets/mvtec.py::__getitem__``): the model cannot be asked to find a defect that was cropped away."""
+    transform = mask_transform(resize, imagesize)
+    relabelled = []
+    for record in records:
+        if record.mask_path is not None:
+            with open_image(record.mask_path) as mask:
+                if not transform(mask.convert("L")).any():
+                    record = replace(record, mask_path=None, label=0, defect_type=GOOD)
+        relabelled.append(record)
+    return relabelled
 
 
 class AnomalyDataset(Dataset):
@@ -91,11 +106,16 @@ def load_dataset(
     imagesize: int = 224,
     **layout_options,
 ) -> AnomalyDataset:
-    """One category and split of a dataset on disk, checked and ready for a DataLoader."""
+    """One category and split of a dataset on disk, checked and ready for a DataLoader.
+
+    ``layout_options`` go to the layout's reader, e.g. ``domains=["view"]`` for AeBAD or ``split_csv`` for VisA.
+    """
     if split == "train":
         records = [r for r in discover_records(root, category, split, layout, **layout_options) if r.label == 0]
         if not records:
             raise DatasetError(f"The train split of '{category}' under {root} has no good images to learn from.")
     else:
         records = discover_records(root, category, split, layout, **layout_options)
+        if layout == "aebad_s":
+            records = relabel_empty_masks(records, resize, imagesize)
     return AnomalyDataset(records, category, resize=resize, imagesize=imagesize)

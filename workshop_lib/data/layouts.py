@@ -9,28 +9,36 @@ Each ``*_records`` function turns one dataset layout into ``SampleRecord``s for 
 - VisA: images anywhere under ``<root>``, listed by a split CSV (``object,split,label,image,mask``)
 - a generic folder: ``<root>/<category>/good`` and ``bad`` (optional ``masks/<stem>.png``); good images are
   split into train and test by ``test_fraction``, deterministically.
+- AeBAD-S (``category="AeBAD_S"``): ``train/good/<domain>``, ``test/<defect>/<domain>``,
+  ``ground_truth/<defect>/<domain>/<image name>``; domains same, background, illumination, view.
+- AeBAD-V (``category="AeBAD_V"``): ``train/good/<video>``, ``test/<video>/{good,anomaly}``; image labels only.
+
+AeBAD records carry their ``domain`` (sub-folder); ``domains=[...]`` keeps only those test domains.
 """
 
 import csv
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DatasetError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".JPG", ".PNG"}
-LAYOUTS = ("mvtec", "mpdd", "btad", "mvtec3d", "visa", "folder")
+LAYOUTS = ("mvtec", "mpdd", "btad", "mvtec3d", "visa", "folder", "aebad_s", "aebad_v")
 GOOD = "good"
 
 
 @dataclass(frozen=True)
 class SampleRecord:
-    """One image on disk: its mask (None for good images), label (1 = anomalous) and defect type."""
+    """One image on disk: its mask (None for good images), label (1 = anomalous), defect type and, for layouts
+    with domain shifts (AeBAD), the domain sub-folder it came from ("" elsewhere)."""
 
     path: Path
     mask_path: Path | None
     label: int
     defect_type: str
+    domain: str = ""
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -38,12 +46,13 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in IMAGE_SUFFIXES)
 
 
-def require_dir(folder: Path, what: str) -> Path:
+def require_dir(folder: Path, what: str, expected: str | None = None) -> Path:
+    """``folder``, or an error naming it and what to do: check the root, or match the ``expected`` layout."""
     if not folder.is_dir():
-        raise DatasetError(
-            f"{what} folder not found: {folder}. Check the dataset root and category name, or create the "
-            "synthetic dataset with `python -m workshop_lib data synthetic <root>`."
-        )
+        fix = (f"Expected the layout {expected}." if expected else
+               "Check the dataset root and category name, or create the synthetic dataset with "
+               "`python -m workshop_lib data synthetic <root>`.")
+        raise DatasetError(f"{what} folder not found: {folder}. {fix}")
     return folder
 
 
@@ -139,6 +148,72 @@ def folder_records(
     return records
 
 
+AEBAD_S_LAYOUT = ("<root>/<category>/train/good/<domain>/*.png, test/<defect or good>/<domain>/*.png, "
+                  "ground_truth/<defect>/<domain>/<image name> (datasets/aebad_S.py of zhangzilongc/MMR)")
+AEBAD_V_LAYOUT = "<root>/<category>/train/good/<video>/*.jpg, test/<video>/{good,anomaly}/*.jpg"
+
+
+def domain_folders(folder: Path, expected: str) -> list[Path]:
+    """The domain sub-folders of an AeBAD folder; an error naming the folder if there are none."""
+    subfolders = sorted(d for d in folder.iterdir() if d.is_dir())
+    if not subfolders:
+        raise DatasetError(f"{folder} has no domain sub-folders. Expected the layout {expected}.")
+    return subfolders
+
+
+def keep_domains(records: list[SampleRecord], domains: Sequence[str] | None, folder: Path) -> list[SampleRecord]:
+    """The records of ``domains`` (all if None); an unknown domain is an error that lists the ones present."""
+    if domains is None:
+        return records
+    present = sorted({r.domain for r in records})
+    missing = sorted(set(domains) - set(present))
+    if missing:
+        raise DatasetError(f"No test domain {missing} under {folder}; it has {present}. Pick domains from these.")
+    return [r for r in records if r.domain in domains]
+
+
+def aebad_train_records(root: Path, category: str, expected: str) -> list[SampleRecord]:
+    """AeBAD-S and -V train images: every sub-folder of ``train/good`` (a domain or a video) together."""
+    good = require_dir(root / category / "train" / GOOD, f"'train/good' of '{category}'", expected)
+    return [SampleRecord(image, None, 0, GOOD, d.name) for d in domain_folders(good, expected)
+            for image in list_images(d)]
+
+
+def aebad_s_records(root: Path, category: str, split: str,
+                    domains: Sequence[str] | None = None) -> list[SampleRecord]:
+    """AeBAD-S: masks carry the image's own name; ``domains`` filters the test records (train uses all)."""
+    if split == "train":
+        return aebad_train_records(root, category, AEBAD_S_LAYOUT)
+    base = root / category
+    test = require_dir(base / "test", f"'test' split of '{category}'", AEBAD_S_LAYOUT)
+    records = []
+    for defect_dir in sorted(d for d in test.iterdir() if d.is_dir()):
+        defect = defect_dir.name
+        for domain_dir in domain_folders(defect_dir, AEBAD_S_LAYOUT):
+            for image in list_images(domain_dir):
+                if defect == GOOD:
+                    records.append(SampleRecord(image, None, 0, GOOD, domain_dir.name))
+                else:
+                    suffixes = tuple(dict.fromkeys((image.suffix, ".png")))
+                    mask = find_mask(base / "ground_truth" / defect / domain_dir.name, image.stem, suffixes)
+                    records.append(SampleRecord(image, mask, 1, defect, domain_dir.name))
+    return keep_domains(records, domains, test)
+
+
+def aebad_v_records(root: Path, category: str, split: str,
+                    domains: Sequence[str] | None = None) -> list[SampleRecord]:
+    """AeBAD-V: test videos with good/anomaly frames and no masks; ``domains`` picks videos of the test split."""
+    if split == "train":
+        return aebad_train_records(root, category, AEBAD_V_LAYOUT)
+    test = require_dir(root / category / "test", f"'test' split of '{category}'", AEBAD_V_LAYOUT)
+    records = []
+    for video in domain_folders(test, AEBAD_V_LAYOUT):
+        for label, name in ((0, GOOD), (1, "anomaly")):
+            frames = require_dir(video / name, f"'{name}' frames of {video.name}", AEBAD_V_LAYOUT)
+            records += [SampleRecord(image, None, label, name, video.name) for image in list_images(frames)]
+    return keep_domains(records, domains, test)
+
+
 def discover_records(
     root: str | Path, category: str, split: str, layout: str = "mvtec", **layout_options
 ) -> list[SampleRecord]:
@@ -152,6 +227,8 @@ def discover_records(
         "mvtec3d": mvtec3d_records,
         "visa": visa_records,
         "folder": folder_records,
+        "aebad_s": aebad_s_records,
+        "aebad_v": aebad_v_records,
     }
     if layout not in readers:
         raise ValueError(f"Unknown dataset layout {layout!r}; choose one of {', '.join(LAYOUTS)}")

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from .layouts import list_categories
-from .synthetic import make_synthetic_dataset
+from .synthetic import make_synthetic_aebad, make_synthetic_dataset
 
 MVTEC_CATEGORIES = (
     "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill", "screw", "tile",
@@ -11,6 +11,8 @@ MVTEC_CATEGORIES = (
 )
 MVTEC_FOLDER = "mvtec_anomaly_detection"
 SYNTHETIC_FOLDER = "synthetic"
+AEBAD_FOLDER, AEBAD_CATEGORY = "AeBAD", "AeBAD_S"  # <work>/data/AeBAD/AeBAD_S/{train,test,ground_truth}
+SYNTHETIC_AEBAD_FOLDER, SYNTHETIC_AEBAD_CATEGORY = "synthetic_aebad", "washer"
 
 
 def resolve_data_root(work_dir: str | Path, prefer_real: bool = True, verbose: bool = True) -> tuple[Path, bool]:
@@ -26,3 +28,18 @@ def resolve_data_root(work_dir: str | Path, prefer_real: bool = True, verbose: b
               "(see README: 'Putting MVTec AD into work/').")
     make_synthetic_dataset(synthetic)
     return synthetic, True
+
+
+def resolve_aebad_root(work_dir: str | Path, verbose: bool = True) -> tuple[Path, str, bool]:
+    """(dataset root, category, is_synthetic) of a domain-shift dataset in the AeBAD-S layout: the real AeBAD-S in
+    ``<work>/data/AeBAD/AeBAD_S`` if present, otherwise the synthetic one (made once) in
+    ``<work>/data/synthetic_aebad/washer``."""
+    real = Path(work_dir) / "data" / AEBAD_FOLDER
+    if (real / AEBAD_CATEGORY / "train").is_dir():
+        return real, AEBAD_CATEGORY, False
+    synthetic = Path(work_dir) / "data" / SYNTHETIC_AEBAD_FOLDER
+    if verbose:
+        print(f"No AeBAD-S in {real / AEBAD_CATEGORY}: using the synthetic domain-shift dataset in {synthetic} "
+              "(see README: 'Data').")
+    make_synthetic_aebad(synthetic, categories=(SYNTHETIC_AEBAD_CATEGORY,))
+    return synthetic, SYNTHETIC_AEBAD_CATEGORY, True

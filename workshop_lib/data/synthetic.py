@@ -160,8 +160,10 @@ def apply_defect(
     return out
 
 
-def render(seed: int, category: str, split_code: int, index: int, size: int, defect: str | None):
-    """One image (uint8 RGB) and its mask (uint8, 255 = defect) as a pure function of its arguments."""
+def render_parts(seed: int, category: str, split_code: int, index: int, size: int,
+                 defect: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One image (uint8 RGB), its mask (uint8, 255 = defect) and its object support (bool; all True for
+    textures) as a pure function of its arguments."""
     rng = np.random.default_rng([seed, CATEGORIES.index(category), split_code, index])
     image, support = PAINTERS[category](rng, size)
     mask = np.zeros((size, size), bool)
@@ -171,7 +173,13 @@ def render(seed: int, category: str, split_code: int, index: int, size: int, def
         image = apply_defect(rng, defect, image, mask, background)
     image = image + rng.normal(0, 0.01, image.shape)
     pixels = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
-    return pixels, (mask * 255).astype(np.uint8)
+    return pixels, (mask * 255).astype(np.uint8), support
+
+
+def render(seed: int, category: str, split_code: int, index: int, size: int, defect: str | None):
+    """One image (uint8 RGB) and its mask (uint8, 255 = defect) as a pure function of its arguments."""
+    pixels, mask, _ = render_parts(seed, category, split_code, index, size, defect)
+    return pixels, mask
 
 
 def make_synthetic_dataset(
@@ -189,12 +197,18 @@ def make_synthetic_dataset(
     arguments it is left as it is; a different one is never overwritten (choose another folder).
     Writing goes to a temporary folder that is renamed at the end, so an interrupted run leaves nothing half-made.
     """
-    unknown = sorted(set(categories) - set(CATEGORIES))
+    params = {"categories": list(categories), "n_train": n_train, "n_test_good": n_test_good,
+              "n_test_defect": n_test_defect, "image_size": image_size, "seed": seed}
+    return write_once(root, params, write_category)
+
+
+def write_once(root: str | Path, params: dict, write: Callable[[Path, str, dict], None]) -> Path:
+    """Write each category with ``write(folder, category, params)`` into ``root`` unless ``root`` already holds
+    a dataset made with the same ``params``; refuse a non-empty folder with other contents."""
+    unknown = sorted(set(params["categories"]) - set(CATEGORIES))
     if unknown:
         raise ValueError(f"Unknown synthetic categories {unknown}; choose from {list(CATEGORIES)}")
     root = Path(root)
-    params = {"categories": list(categories), "n_train": n_train, "n_test_good": n_test_good,
-              "n_test_defect": n_test_defect, "image_size": image_size, "seed": seed}
     manifest = root / MANIFEST
     if manifest.is_file():
         if json.loads(manifest.read_text()) == params:
@@ -206,8 +220,8 @@ def make_synthetic_dataset(
     if root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root} exists and is not empty; refusing to write a synthetic dataset into it.")
     with atomic_dir(root, overwrite=True) as staging:  # only an empty folder can be here
-        for category in categories:
-            write_category(staging / category, category, params)
+        for category in params["categories"]:
+            write(staging / category, category, params)
         (staging / MANIFEST).write_text(json.dumps(params, indent=2))
     return root
 
@@ -227,3 +241,111 @@ def write_category(folder: Path, category: str, params: dict) -> None:
             mask_dir = folder / "ground_truth" / folder_name
             mask_dir.mkdir(parents=True, exist_ok=True)
             Image.fromarray(mask).save(mask_dir / f"{index:03d}_mask.png")
+
+
+# -- AeBAD-style domain shifts --------------------------------------------------------------------------------
+DOMAIN_SHIFTS = ("same", "background", "illumination", "view")
+TRAIN_DOMAINS = ("background", "illumination", "view")  # AeBAD-S's train sub-folders (METHODS.md 1.4)
+
+
+def new_surface(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A striped, coloured surface unlike any category's own background: the 'background' domain."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) / size
+    stripes = np.sin(2 * np.pi * (xx + yy) * rng.uniform(4, 8))
+    gray = rng.uniform(0.3, 0.55) + 0.08 * stripes + 0.03 * smooth_noise(rng, size, 4)
+    return shade(gray, rng.uniform(0.5, 1.0, 3))
+
+
+def warp(image: np.ndarray, mask: np.ndarray, support: np.ndarray, angle: float, scale: float,
+         shift: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rotate (degrees), scale and shift about the centre. Image and mask use the same sampling (bilinear, the
+    mask re-binarised at 0.5) so the mask stays on the defect. Beyond the frame a texture continues mirrored and
+    an object's background is extended; the support is zero there."""
+    mode = "reflect" if support.all() else "nearest"
+    theta = np.deg2rad(angle)
+    rotation = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    matrix = rotation.T / scale  # output (y, x) -> input (y, x)
+    centre = (np.asarray(mask.shape, np.float64) - 1) / 2
+    offset = centre - matrix @ (centre + shift)
+    channels = [ndimage.affine_transform(image[..., c], matrix, offset, order=1, mode=mode) for c in range(3)]
+    moved_mask = ndimage.affine_transform(mask.astype(np.float64), matrix, offset, order=1, mode=mode) >= 0.5
+    moved_support = ndimage.affine_transform(support.astype(np.float64), matrix, offset, order=0, cval=0) > 0.5
+    return np.stack(channels, axis=-1), moved_mask, moved_support
+
+
+def shift_domain(pixels: np.ndarray, mask: np.ndarray, support: np.ndarray, domain: str,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One AeBAD-style domain shift of a rendered image (uint8 RGB) and its mask (uint8, 255 = defect).
+
+    - illumination: brightness, contrast, colour cast and a light gradient; the mask is unchanged;
+    - background: the object on a new surface (a texture is shrunk to 75 % and laid on it);
+    - view: rotated by up to 12 degrees, scaled to 72-80 % and shifted, never leaving the frame, so no defect
+      is cropped away and every mask stays non-empty.
+    """
+    if domain not in DOMAIN_SHIFTS:
+        raise ValueError(f"Unknown domain {domain!r}; choose from {list(DOMAIN_SHIFTS)}")
+    image, defect, size = pixels / 255.0, mask > 127, mask.shape[0]
+    if domain == "illumination":
+        yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) / size - 0.5
+        direction = rng.uniform(0, 2 * np.pi)
+        gradient = 1 + rng.uniform(0.3, 0.6) * (np.cos(direction) * xx + np.sin(direction) * yy)
+        brightness = rng.uniform(0.6, 0.75) if rng.random() < 0.5 else rng.uniform(1.2, 1.35)
+        mean = image.mean()
+        image = ((image - mean) * rng.uniform(0.7, 0.85) + mean) * brightness
+        image = image * gradient[..., None] * rng.uniform(0.85, 1.15, 3)
+    elif domain == "background":
+        if support.all():
+            image, defect, support = warp(image, defect, support, 0.0, 0.75, np.zeros(2))
+        image = np.where(support[..., None], image, new_surface(rng, size))
+        defect &= support
+    elif domain == "view":
+        angle, scale = rng.uniform(-12, 12), rng.uniform(0.72, 0.8)
+        half_extent = 0.5 * size * scale * (abs(np.cos(np.deg2rad(angle))) + abs(np.sin(np.deg2rad(angle))))
+        shift = rng.uniform(-1, 1, 2) * max(0.0, 0.5 * size - half_extent - 1)
+        image, defect, _ = warp(image, defect, support, angle, scale, shift)
+    pixels = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+    return pixels, (defect * 255).astype(np.uint8)
+
+
+def make_synthetic_aebad(
+    root: str | Path,
+    categories: Sequence[str] = ("washer",),
+    n_train: int = 30,
+    n_test_good: int = 3,
+    n_test_defect: int = 2,
+    image_size: int = 96,
+    seed: int = 0,
+) -> Path:
+    """A domain-shift dataset in the AeBAD-S layout (``<root>/<category>/train/good/<domain>``,
+    ``test/<defect>/<domain>``, ``ground_truth/<defect>/<domain>/<image name>``) and return ``root``.
+
+    The same renderer as ``make_synthetic_dataset``, then one shift per domain (``shift_domain``). The ``n_train``
+    train images go round-robin to background, illumination and view, as AeBAD-S's train set; ``n_test_good``
+    good and ``n_test_defect`` images per defect type are made for each of same, background, illumination, view.
+    Deterministic by ``seed``; an existing identical dataset is kept, a different one refused.
+    """
+    params = {"layout": "aebad_s", "categories": list(categories), "n_train": n_train, "n_test_good": n_test_good,
+              "n_test_defect": n_test_defect, "image_size": image_size, "seed": seed}
+    return write_once(root, params, write_aebad_category)
+
+
+def write_aebad_category(folder: Path, category: str, params: dict) -> None:
+    size, seed = params["image_size"], params["seed"]
+    n_good, n_defect = params["n_test_good"], params["n_test_defect"]
+    jobs = [("train", "good", TRAIN_DOMAINS[i % len(TRAIN_DOMAINS)], 0, i, None) for i in range(params["n_train"])]
+    for d, domain in enumerate(DOMAIN_SHIFTS):
+        jobs += [("test", "good", domain, 1, d * n_good + i, None) for i in range(n_good)]
+        for k, defect in enumerate(DEFECTS[category]):
+            jobs += [("test", defect, domain, 2 + k, d * n_defect + i, defect) for i in range(n_defect)]
+    for split, folder_name, domain, split_code, index, defect in jobs:
+        pixels, mask, support = render_parts(seed, category, split_code, index, size, defect)
+        rng = np.random.default_rng([seed, CATEGORIES.index(category), split_code, index,
+                                     100 + DOMAIN_SHIFTS.index(domain)])
+        pixels, mask = shift_domain(pixels, mask, support, domain, rng)
+        out_dir = folder / split / folder_name / domain
+        out_dir.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(out_dir / f"{index:03d}.png")
+        if defect is not None:
+            mask_dir = folder / "ground_truth" / folder_name / domain
+            mask_dir.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(mask).save(mask_dir / f"{index:03d}.png")
