@@ -71,3 +71,19 @@ def test_data_synthetic_command(tmp_path):
     root = main(["data", "synthetic", str(tmp_path / "syn"), "--n_train", "2", "--n_test_good", "1",
                  "--n_test_defect", "1", "--image_size", "32"])
     assert (root / "washer" / "train" / "good" / "001.png").is_file()
+
+
+@pytest.mark.slow
+def test_domain_shift_layout_gets_one_result_row_per_domain(tmp_path):
+    """AeBAD-S: one model per category, evaluated per domain; results.csv's Mean is the mean over the domains."""
+    root = main(["data", "synthetic", str(tmp_path / "aebad"), "--layout", "aebad", "--n_train", "6",
+                 "--n_test_good", "2", "--n_test_defect", "1", "--image_size", "64"])
+    trained = main([*TRAIN[:2], str(tmp_path / "results"), *TRAIN[2:-4], "-d", "washer", "--dataset", "aebad_s",
+                    "--data_path", str(root)])
+    domains = ["background", "illumination", "same", "view"]
+    table = pd.read_csv(trained["output"] / "results.csv", index_col="Row Names")
+    assert list(table.index) == [f"aebad_s_washer_{d}" for d in domains] + ["Mean"]
+    assert table.loc["Mean", "instance_auroc"] == pytest.approx(table.iloc[:4]["instance_auroc"].mean(), abs=1e-6)
+    for domain in domains:
+        predictions = Predictions.load(trained["output"] / "predictions" / f"aebad_s_washer_{domain}.npz")
+        assert len(predictions) == 2 + sum(predictions.labels) and sum(predictions.labels) >= 1

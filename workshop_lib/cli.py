@@ -23,7 +23,7 @@ import torch
 
 from . import models  # noqa: F401  (importing it registers every method's sub-commands)
 from .backbones import BACKBONES, fetch_weights, weights_table
-from .data import LAYOUTS, load_dataset, make_synthetic_dataset
+from .data import LAYOUTS, AnomalyDataset, load_dataset, make_synthetic_aebad, make_synthetic_dataset
 from .data.download import download_mvtec
 from .evaluate import create_run_folder, evaluate, write_results_csv
 from .io import atomic_file
@@ -115,6 +115,8 @@ def build_parser() -> Parser:
     data_sub = data.add_subparsers(dest="action", required=True, parser_class=Parser)
     synthetic = data_sub.add_parser("synthetic", help="write the synthetic MVTec-layout dataset")
     synthetic.add_argument("root")
+    synthetic.add_argument("--layout", choices=("mvtec", "aebad"), default="mvtec",
+                           help="aebad: AeBAD-S layout with domain shifts (washer; test counts are per domain)")
     synthetic.add_argument("--n_train", type=int, default=30)
     synthetic.add_argument("--n_test_good", type=int, default=10)
     synthetic.add_argument("--n_test_defect", type=int, default=5)
@@ -128,18 +130,33 @@ def build_parser() -> Parser:
 
 
 # -- handlers ----------------------------------------------------------------------------------------
-def evaluate_and_record(model: AnomalyModel, args: argparse.Namespace, category: str, run_name: str,
-                        output: Path) -> dict:
-    """Evaluate one category, write its predictions and images; the metrics dict comes back."""
-    test = load_dataset(args.data_path, category, "test", args.dataset, args.resize, args.imagesize)
-    predictions, metrics = evaluate(model, test, batch_size=args.batch_size)
-    if not args.no_predictions:
-        predictions.save(output / "predictions" / f"{run_name}.npz")
-    if args.save_segmentation_images:
-        from .plotting import save_example_grids
+def test_sets(test: AnomalyDataset, run_name: str) -> dict[str, AnomalyDataset]:
+    """The test set by name: one per domain for layouts with domain shifts (AeBAD: ``<run>_same``,
+    ``<run>_view``...), so results.csv's Mean is the mean over domains as in the MMR paper; else the whole set."""
+    domains = sorted({record.domain for record in test.records if record.domain})
+    if not domains:
+        return {run_name: test}
+    return {f"{run_name}_{domain}": AnomalyDataset([r for r in test.records if r.domain == domain], test.category,
+                                                   resize=test.resize, imagesize=test.imagesize)
+            for domain in domains}
 
-        save_example_grids(predictions, output / "segmentation_images" / run_name)
-    return metrics
+
+def evaluate_and_record(model: AnomalyModel, args: argparse.Namespace, category: str, run_name: str,
+                        output: Path) -> dict[str, dict]:
+    """Evaluate one category (per domain where the layout has domains), write predictions and images, print the
+    AUROCs; returns {result row name: metrics}."""
+    test = load_dataset(args.data_path, category, "test", args.dataset, args.resize, args.imagesize)
+    results = {}
+    for name, dataset in test_sets(test, run_name).items():
+        predictions, results[name] = evaluate(model, dataset, batch_size=args.batch_size)
+        if not args.no_predictions:
+            predictions.save(output / "predictions" / f"{name}.npz")
+        if args.save_segmentation_images:
+            from .plotting import save_example_grids
+
+            save_example_grids(predictions, output / "segmentation_images" / name)
+        print(f"{name}: " + ", ".join(f"{k}={v:.4f}" for k, v in results[name].items() if "auroc" in k))
+    return results
 
 
 def run_train(args: argparse.Namespace) -> dict:
@@ -160,8 +177,7 @@ def run_train(args: argparse.Namespace) -> dict:
         timings[run_name] = round(time.perf_counter() - started, 3)
         if getattr(args, "save_model", False):
             model.save(output / "models" / run_name, overwrite=args.overwrite)
-        results[run_name] = evaluate_and_record(model, args, category, run_name, output)
-        print(f"{run_name}: " + ", ".join(f"{k}={v:.4f}" for k, v in results[run_name].items() if "auroc" in k))
+        results.update(evaluate_and_record(model, args, category, run_name, output))
     write_results_csv(results, output / "results.csv")
     with atomic_file(output / "fit_seconds.json") as staging:
         staging.write_text(json.dumps(timings, indent=2))
@@ -180,8 +196,7 @@ def run_evaluate(args: argparse.Namespace) -> dict:
         seed_everything(args.seed)
         model = args.model_cls.load(model_path, device=args.device)
         run_name = f"{args.dataset}_{category}"
-        results[run_name] = evaluate_and_record(model, args, category, run_name, output)
-        print(f"{run_name}: " + ", ".join(f"{k}={v:.4f}" for k, v in results[run_name].items() if "auroc" in k))
+        results.update(evaluate_and_record(model, args, category, run_name, output))
     write_results_csv(results, output / "results.csv")
     return {"output": output, "results": results}
 
@@ -203,8 +218,9 @@ def run_weights_fetch(args: argparse.Namespace) -> dict:
 
 
 def run_synthetic(args: argparse.Namespace) -> Path:
-    root = make_synthetic_dataset(args.root, n_train=args.n_train, n_test_good=args.n_test_good,
-                                  n_test_defect=args.n_test_defect, image_size=args.image_size, seed=args.seed)
+    make = make_synthetic_aebad if args.layout == "aebad" else make_synthetic_dataset
+    root = make(args.root, n_train=args.n_train, n_test_good=args.n_test_good, n_test_defect=args.n_test_defect,
+                image_size=args.image_size, seed=args.seed)
     print(f"Synthetic dataset in {root}")
     return root
 

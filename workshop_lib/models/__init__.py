@@ -2,8 +2,9 @@
 
 from .base import AnomalyModel, ModelOutput, load_model
 from .mae_lora import MAELoRA
+from .mmr import MMR
 from .patchcore import PatchCore
 from .rd4ad import RD4AD
 from .resad import ResAD
 
-__all__ = ["AnomalyModel", "MAELoRA", "ModelOutput", "PatchCore", "RD4AD", "ResAD", "load_model"]
+__all__ = ["AnomalyModel", "MAELoRA", "MMR", "ModelOutput", "PatchCore", "RD4AD", "ResAD", "load_model"]
