@@ -31,9 +31,10 @@ Faithful to the original unless noted:
   autocast on CUDA instead of float16 with a gradient scaler. The original ignores its ``--train_mask_ratio``
   flag (the model keeps its constructor default); here ``train_mask_ratio`` is used.
 - inference (``get_mask``, ``alternate_masking``): ``inference_masks`` (4) deterministic complementary masks;
-  mask i hides the patches whose flat index is i modulo 4, i.e. every 4th column of the grid, so each patch is
-  hidden exactly once, and each pixel's error is taken from the pass in which it was hidden. The grid's width
-  must be a multiple of the mask count (the original asserts it).
+  mask i hides the patches whose flat index is i modulo 4 (every 4th column of the original's 32 x 32 grid; a
+  diagonal stagger on grids whose width is not a multiple of 4, e.g. 14 x 14 for 16-px patches at 224 px), so each
+  patch is hidden exactly once, and each pixel's error is taken from the pass in which it was hidden. The patch
+  count must be a multiple of the mask count (the original asserts it).
 - map: squared error between the image and its reconstruction (predictions de-normalised with the hidden patch's
   own mean and standard deviation when ``norm_pix_loss``), averaged over RGB, Gaussian-smoothed with
   ``smoothing_sigma`` 5 (the original's ``make_gaussian_kernel(11, 5)``; here the kernel has scipy's radius
@@ -112,12 +113,12 @@ def patch_grid(image_size: Sequence[int], patch_size: int, inference_masks: int)
                          f"size that is a multiple of patch_size={patch_size} (e.g. --imagesize "
                          f"{max(1, round(width / patch_size)) * patch_size}).")
     rows, columns = height // patch_size, width // patch_size
-    if inference_masks < 2 or columns % inference_masks:
+    if inference_masks < 2 or (rows * columns) % inference_masks:
         step = patch_size * inference_masks
         raise ValueError(
-            f"The {rows} x {columns} patch grid ({width} px / {patch_size}-px patches) does not split into "
-            f"{inference_masks} masks of whole columns (inference_masks >= 2 must divide the columns): choose an "
-            f"image width that is a multiple of patch_size x inference_masks = {step} (e.g. "
+            f"The {rows} x {columns} patch grid ({height}x{width} px, {patch_size}-px patches) does not split "
+            f"evenly into {inference_masks} masks (inference_masks >= 2 must divide the {rows * columns} patches): "
+            f"choose an image width that is a multiple of patch_size x inference_masks = {step} (e.g. "
             f"{max(1, round(width / step)) * step}), or another patch size."
         )
     return rows, columns
@@ -125,9 +126,10 @@ def patch_grid(image_size: Sequence[int], patch_size: int, inference_masks: int)
 
 def inference_masks(rows: int, columns: int, count: int = 4) -> torch.Tensor:
     """(count, rows * columns) bool, True = hidden: mask i hides the patches whose flat index is i mod count
-    (every count-th column), so the masks are complementary and each hides 1 / count of the patches."""
-    if count < 2 or columns % count:
-        raise ValueError(f"{count} masks of whole columns need a grid width divisible by {count}, got {columns}")
+    (every count-th column when count divides the width), so the masks are complementary and each hides
+    1 / count of the patches."""
+    if count < 2 or (rows * columns) % count:
+        raise ValueError(f"{count} masks need a patch count divisible by {count}, got {rows} x {columns}")
     index = torch.arange(rows * columns)
     return torch.stack([index % count == i for i in range(count)])
 
