@@ -1,12 +1,13 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from workshop_lib.data import load_dataset
 from workshop_lib.errors import ModelFileError
 from workshop_lib.evaluate import evaluate
 from workshop_lib.models import PatchCore, load_model
-from workshop_lib.models.patchcore import greedy_coreset_indices
+from workshop_lib.models.patchcore import greedy_coreset_indices, neighbourhood_pool
 
 TINY = {"backbone": "resnet18", "weights": None, "pretrain_embed_dimension": 64, "target_embed_dimension": 32}
 
@@ -98,3 +99,12 @@ def test_imagenet_features_beat_random_features(synthetic_root):
         means[weights] = float(np.mean(aurocs))
     assert means["imagenet"] >= 0.95
     assert means["imagenet"] - means[None] >= 0.2
+
+
+@pytest.mark.parametrize(("channels", "dim", "patchsize"), [(8, 16, 3), (16, 16, 3), (6, 16, 3), (4, 32, 5)])
+def test_neighbourhood_pool_equals_unfold_then_adaptive_pooling(channels, dim, patchsize):
+    """Upstream's formula (unfold, flatten, adaptive-average-pool) against the grouped-convolution shortcut."""
+    fmap = torch.randn(2, channels, 7, 9)
+    unfolded = F.unfold(fmap, patchsize, padding=patchsize // 2).transpose(1, 2).reshape(2 * 7 * 9, 1, -1)
+    expected = F.adaptive_avg_pool1d(unfolded, dim).reshape(2, 7, 9, dim).permute(0, 3, 1, 2)
+    torch.testing.assert_close(neighbourhood_pool(fmap, patchsize, dim), expected, rtol=1e-5, atol=1e-6)

@@ -4,9 +4,9 @@ Faithful to amazon-science/patchcore-inspection (commit fcaa92f) unless noted:
 
 - features of ``layers`` (default layer2 + layer3), each patchified with a ``patchsize`` x ``patchsize``
   neighbourhood (stride 1, same padding), each flattened neighbourhood adaptive-average-pooled to
-  ``pretrain_embed_dimension``; deeper layers bilinearly upsampled to the first layer's grid; the layers'
-  vectors concatenated and adaptive-average-pooled to ``target_embed_dimension``. Pooling the flattened
-  neighbourhood before upsampling is exact: the two linear maps act on different axes and commute.
+  ``pretrain_embed_dimension`` (``neighbourhood_pool``); deeper layers bilinearly upsampled to the first layer's
+  grid; the layers' vectors concatenated and adaptive-average-pooled to ``target_embed_dimension``. Pooling the
+  flattened neighbourhood before upsampling is exact: the two linear maps act on different axes and commute.
 - approximate greedy coreset: random projection to 128 dims (``torch.nn.Linear`` default init, seeded),
   10 random starting points whose mean distance initialises the running minimum, then ``int(N * ratio)``
   farthest-point steps. Each step is one mat-vec into preallocated buffers: memory O(N), no N x N matrix.
@@ -81,6 +81,29 @@ def greedy_coreset_indices(features: torch.Tensor, n_select: int, seed: int = 0,
         selected[step] = index
         torch.minimum(min_distances, squared_distances_to(index), out=min_distances)
     return selected
+
+
+def neighbourhood_pool(fmap: torch.Tensor, patchsize: int, dim: int) -> torch.Tensor:
+    """Upstream's patch features: each position's ``patchsize`` x ``patchsize`` neighbourhood (zero padding),
+    flattened channel by channel and adaptive-average-pooled to ``dim``; (B, C, h, w) -> (B, dim, h, w).
+
+    When ``dim`` is a multiple of the channel count C, no pooling bin crosses a channel (bin i of the C * p * p
+    values is bin i mod m of channel i // m's p * p values, m = dim / C), so the same numbers come from a grouped
+    convolution with a fixed averaging kernel, without the (B, C * p * p, h * w) unfolded tensor: for
+    wide_resnet50_2 at 1024 dims it is several times faster on a CPU. Otherwise: unfold, then pool.
+    """
+    batch, channels, height, width = fmap.shape
+    pad = (patchsize - 1) // 2
+    if dim % channels == 0:
+        per_channel = dim // channels
+        identity = torch.eye(patchsize * patchsize, dtype=fmap.dtype, device=fmap.device).unsqueeze(1)
+        kernel = F.adaptive_avg_pool1d(identity, per_channel).squeeze(1).T  # (m, p * p): bin r's weights
+        weight = kernel.repeat(channels, 1).reshape(dim, 1, patchsize, patchsize)
+        return F.conv2d(fmap, weight, padding=pad, groups=channels)
+    patches = F.unfold(fmap, kernel_size=patchsize, padding=pad)  # (B, C*p*p, h*w)
+    patches = patches.transpose(1, 2).reshape(batch * height * width, 1, -1)
+    pooled = F.adaptive_avg_pool1d(patches, dim)
+    return pooled.reshape(batch, height, width, dim).permute(0, 3, 1, 2)
 
 
 class PatchCore(AnomalyModel):
@@ -167,15 +190,10 @@ class PatchCore(AnomalyModel):
         device = next(extractor.parameters()).device
         feature_maps = extractor(images.to(device))
         grid = feature_maps[0].shape[-2:]
-        pad = (self.patchsize - 1) // 2
         per_layer = []
         for fmap in feature_maps:
-            batch, _, height, width = fmap.shape
-            patches = F.unfold(fmap, kernel_size=self.patchsize, padding=pad)  # (B, C*p*p, h*w)
-            patches = patches.transpose(1, 2).reshape(batch * height * width, 1, -1)
-            pooled = F.adaptive_avg_pool1d(patches, self.pretrain_embed_dimension)
-            pooled = pooled.reshape(batch, height, width, -1).permute(0, 3, 1, 2)
-            if (height, width) != tuple(grid):
+            pooled = neighbourhood_pool(fmap, self.patchsize, self.pretrain_embed_dimension)
+            if pooled.shape[-2:] != grid:
                 pooled = F.interpolate(pooled, size=grid, mode="bilinear", align_corners=False)
             per_layer.append(pooled.permute(0, 2, 3, 1).reshape(-1, self.pretrain_embed_dimension))
         stacked = torch.stack(per_layer, dim=1).reshape(per_layer[0].shape[0], 1, -1)
