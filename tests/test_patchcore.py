@@ -7,7 +7,7 @@ from workshop_lib.data import load_dataset
 from workshop_lib.errors import ModelFileError
 from workshop_lib.evaluate import evaluate
 from workshop_lib.models import PatchCore, load_model
-from workshop_lib.models.patchcore import greedy_coreset_indices, neighbourhood_pool
+from workshop_lib.models.patchcore import average_pool, greedy_coreset_indices, neighbourhood_pool
 
 TINY = {"backbone": "resnet18", "weights": None, "pretrain_embed_dimension": 64, "target_embed_dimension": 32}
 
@@ -108,3 +108,10 @@ def test_neighbourhood_pool_equals_unfold_then_adaptive_pooling(channels, dim, p
     unfolded = F.unfold(fmap, patchsize, padding=patchsize // 2).transpose(1, 2).reshape(2 * 7 * 9, 1, -1)
     expected = F.adaptive_avg_pool1d(unfolded, dim).reshape(2, 7, 9, dim).permute(0, 3, 1, 2)
     torch.testing.assert_close(neighbourhood_pool(fmap, patchsize, dim), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("length", "dim"), [(2048, 1024), (3072, 1024), (1000, 300), (54, 16)])
+def test_average_pool_equals_adaptive_average_pooling(length, dim):
+    vectors = torch.randn(5, length)
+    expected = F.adaptive_avg_pool1d(vectors.unsqueeze(1), dim).squeeze(1)
+    torch.testing.assert_close(average_pool(vectors, dim), expected, rtol=1e-5, atol=1e-6)

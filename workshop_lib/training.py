@@ -18,6 +18,13 @@ from .io import atomic_file
 CHECKPOINT_FILE = "last.pt"
 
 
+def category_checkpoint_dir(checkpoint_dir: str | Path | None, category: str) -> Path | None:
+    """``<checkpoint_dir>/<category>``: one folder per category, so a multi-category run resumes each one."""
+    if checkpoint_dir is None:
+        return None
+    return Path(checkpoint_dir) / category if category else Path(checkpoint_dir)
+
+
 def save_checkpoint(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: Any | None, epoch: int, losses: list[float]) -> None:
     state = {"module": module.state_dict(), "optimizer": optimizer.state_dict(),

@@ -75,7 +75,7 @@ from ..backbones import Weights, parse_weights, read_state_dict
 from ..device import resolve_device
 from ..errors import ModelFileError, WeightsUnavailableError
 from ..maps import gaussian_blur
-from ..training import train_epochs
+from ..training import category_checkpoint_dir, train_epochs
 from .base import AnomalyModel, ModelOutput
 
 NORM_PIX_EPS = 1e-6  # MAE's (var + 1e-6) ** 0.5
@@ -491,7 +491,7 @@ class MAELoRA(AnomalyModel):
             return self.masked_loss(images, prediction, keep)
 
         category = getattr(dataset, "category", "")
-        checkpoints = Path(self.checkpoint_dir) / category if self.checkpoint_dir is not None else None
+        checkpoints = category_checkpoint_dir(self.checkpoint_dir, category)
         self.losses_ = train_epochs(network, optimizer, lambda: loader, loss_of_batch, self.epochs, scheduler,
                                     checkpoint_dir=checkpoints, checkpoint_every=self.checkpoint_every,
                                     resume=self.resume, progress=progress,

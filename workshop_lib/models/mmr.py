@@ -71,7 +71,7 @@ from ..backbones import BACKBONES, FeatureExtractor, Weights, backbone_spec, par
 from ..device import resolve_device
 from ..errors import WeightsUnavailableError
 from ..maps import cosine_distance_map, gaussian_blur
-from ..training import train_epochs
+from ..training import category_checkpoint_dir, train_epochs
 from .base import AnomalyModel, ModelOutput
 
 TIMM_MAE_TAG = "vit_base_patch16_224.mae"  # MAE's pre-trained ViT-B/16 encoder, as packaged by timm
@@ -404,9 +404,7 @@ class MMR(AnomalyModel):
             return reconstruction_loss(*network.distill(images, self.mask_ratio))
 
         category = getattr(dataset, "category", "")
-        checkpoints = None
-        if self.checkpoint_dir is not None:  # one folder per category, so a multi-category run resumes each
-            checkpoints = Path(self.checkpoint_dir) / category if category else Path(self.checkpoint_dir)
+        checkpoints = category_checkpoint_dir(self.checkpoint_dir, category)
         # masking noise and crops come from torch's global RNG: seed it here, leave the caller's state as it was
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(self.seed)

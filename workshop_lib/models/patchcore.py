@@ -36,6 +36,10 @@ from ..backbones import BACKBONES, FeatureExtractor, Weights, backbone_spec
 from ..device import resolve_device
 from .base import AnomalyModel, ModelOutput
 
+# faiss's exact search computes distances in blocks of (4096 queries x N bank vectors); its default N = 1024 makes
+# a 1568-vector bank (1 % of 200 images) two blocks with their overhead. 4096 is 1.3-1.6x faster on a 2-core CPU
+# for the same exact distances, with a 64 MB block buffer. A process-wide faiss setting, set here once.
+faiss.cvar.distance_compute_blas_database_bs = 4096
 PROJECTION_DIM = 128
 STARTING_POINTS = 10
 SMOOTHING_SIGMA = 4.0
@@ -83,6 +87,15 @@ def greedy_coreset_indices(features: torch.Tensor, n_select: int, seed: int = 0,
     return selected
 
 
+def average_pool(vectors: torch.Tensor, dim: int) -> torch.Tensor:
+    """``F.adaptive_avg_pool1d`` of each row of (N, L) to ``dim`` values; when ``dim`` divides L the bins are
+    consecutive groups of L / dim values, and a reshaped mean is the same and cheaper."""
+    rows, length = vectors.shape
+    if length % dim == 0:
+        return vectors.reshape(rows, dim, length // dim).mean(dim=2)
+    return F.adaptive_avg_pool1d(vectors.unsqueeze(1), dim).squeeze(1)
+
+
 def neighbourhood_pool(fmap: torch.Tensor, patchsize: int, dim: int) -> torch.Tensor:
     """Upstream's patch features: each position's ``patchsize`` x ``patchsize`` neighbourhood (zero padding),
     flattened channel by channel and adaptive-average-pooled to ``dim``; (B, C, h, w) -> (B, dim, h, w).
@@ -101,8 +114,7 @@ def neighbourhood_pool(fmap: torch.Tensor, patchsize: int, dim: int) -> torch.Te
         weight = kernel.repeat(channels, 1).reshape(dim, 1, patchsize, patchsize)
         return F.conv2d(fmap, weight, padding=pad, groups=channels)
     patches = F.unfold(fmap, kernel_size=patchsize, padding=pad)  # (B, C*p*p, h*w)
-    patches = patches.transpose(1, 2).reshape(batch * height * width, 1, -1)
-    pooled = F.adaptive_avg_pool1d(patches, dim)
+    pooled = average_pool(patches.transpose(1, 2).reshape(batch * height * width, -1), dim)
     return pooled.reshape(batch, height, width, dim).permute(0, 3, 1, 2)
 
 
@@ -190,15 +202,25 @@ class PatchCore(AnomalyModel):
         device = next(extractor.parameters()).device
         feature_maps = extractor(images.to(device))
         grid = feature_maps[0].shape[-2:]
+        # Upstream concatenates the layers' vectors and pools them to target_embed_dimension. When each pooling
+        # bin lies within one layer (``group`` consecutive values), that pooling is done per layer before the
+        # upsampling (both linear, on different axes): the same numbers, on the smaller maps.
+        dim, total = self.pretrain_embed_dimension, len(feature_maps) * self.pretrain_embed_dimension
+        group = total // self.target_embed_dimension
+        per_layer_pooling = total % self.target_embed_dimension == 0 and dim % group == 0
         per_layer = []
         for fmap in feature_maps:
-            pooled = neighbourhood_pool(fmap, self.patchsize, self.pretrain_embed_dimension)
+            pooled = neighbourhood_pool(fmap, self.patchsize, dim)
+            if per_layer_pooling:
+                pooled = pooled.unflatten(1, (dim // group, group)).mean(dim=2)
             if pooled.shape[-2:] != grid:
                 pooled = F.interpolate(pooled, size=grid, mode="bilinear", align_corners=False)
-            per_layer.append(pooled.permute(0, 2, 3, 1).reshape(-1, self.pretrain_embed_dimension))
-        stacked = torch.stack(per_layer, dim=1).reshape(per_layer[0].shape[0], 1, -1)
-        embedded = F.adaptive_avg_pool1d(stacked, self.target_embed_dimension).squeeze(1)
-        return embedded, (int(grid[0]), int(grid[1]))
+            per_layer.append(pooled)
+        # one vector per position: the layers' vectors one after the other, as upstream's stack + reshape
+        stacked = torch.cat(per_layer, dim=1).permute(0, 2, 3, 1).reshape(-1, sum(p.shape[1] for p in per_layer))
+        if not per_layer_pooling:
+            stacked = average_pool(stacked, self.target_embed_dimension)
+        return stacked, (int(grid[0]), int(grid[1]))
 
     # -- fit --------------------------------------------------------------------------------------
     def fit(self, dataset: Dataset, progress: bool = True) -> "PatchCore":

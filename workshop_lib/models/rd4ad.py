@@ -64,7 +64,7 @@ from ..backbones import BACKBONES, FeatureExtractor, Weights, backbone_spec
 from ..device import describe_device, resolve_device
 from ..io import atomic_dir, atomic_file
 from ..maps import check_tiling, cosine_distance_map, gaussian_blur, split_tiles, stitch_tiles
-from ..training import train_epochs
+from ..training import category_checkpoint_dir, train_epochs
 from .base import AnomalyModel, ModelOutput
 
 STATS_FILE = "training_stats.json"
@@ -394,7 +394,7 @@ class RD4AD(AnomalyModel):
             return distillation_loss(*network.distill(tiles))
 
         category = getattr(dataset, "category", "")
-        checkpoints = self.checkpoint_folder(category)
+        checkpoints = category_checkpoint_dir(self.checkpoint_dir, category)
         self.losses_ = train_epochs(network.student, optimizer, lambda: loader, loss_of_batch, self.epochs,
                                     checkpoint_dir=checkpoints, checkpoint_every=self.checkpoint_every,
                                     resume=self.resume, progress=progress,
@@ -407,12 +407,6 @@ class RD4AD(AnomalyModel):
         if checkpoints is not None:
             self.write_training_stats(checkpoints / STATS_FILE)
         return self
-
-    def checkpoint_folder(self, category: str) -> Path | None:
-        """``<checkpoint_dir>/<category>``: one folder per category, so a multi-category run resumes each one."""
-        if self.checkpoint_dir is None:
-            return None
-        return Path(self.checkpoint_dir) / category if category else Path(self.checkpoint_dir)
 
     def split_for_calibration(self, dataset: Dataset) -> tuple[Dataset, Dataset | None]:
         """(train, calibration) subsets: ``calibration_holdout`` of the images, drawn with the seed, or none."""
