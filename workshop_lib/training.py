@@ -1,11 +1,13 @@
 """The epoch loop shared by the trained methods (RD4AD, MMR, ResAD, MAE + LoRA).
 
 One place for the progress bar, periodic checkpoints and ``resume``: a checkpoint holds the trainable
-module's state, the optimizer's and the scheduler's, the finished epoch count and the loss history, written
-atomically to ``<checkpoint_dir>/last.pt`` and read back with ``weights_only=True`` (no arbitrary pickles).
+module's state, the optimizer's and the scheduler's, the finished epoch count, the loss history and the random
+states (torch's global ones and the method's own generators: shuffling, masking, reference draws), written
+atomically to ``<checkpoint_dir>/last.pt`` and read back with ``weights_only=True`` (no arbitrary pickles). With the
+random states restored, a resumed run continues exactly as an uninterrupted one would.
 """
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,23 +27,42 @@ def category_checkpoint_dir(checkpoint_dir: str | Path | None, category: str) ->
     return Path(checkpoint_dir) / category if category else Path(checkpoint_dir)
 
 
-def save_checkpoint(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any | None, epoch: int, losses: list[float]) -> None:
+def random_states(generators: Sequence[torch.Generator]) -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "generators": [generator.get_state() for generator in generators]}
+
+
+def restore_random_states(states: dict[str, Any], generators: Sequence[torch.Generator], origin: Path) -> None:
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    if len(states["generators"]) != len(generators):
+        raise ValueError(f"{origin} holds {len(states['generators'])} random generators, this training uses "
+                         f"{len(generators)}: it was written by another method or version; delete it to start over.")
+    for generator, state in zip(generators, states["generators"], strict=True):
+        generator.set_state(state)
+
+
+def save_checkpoint(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any | None,
+                    epoch: int, losses: list[float], generators: Sequence[torch.Generator] = ()) -> None:
     state = {"module": module.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict() if scheduler is not None else None,
-             "epoch": epoch, "losses": losses}
+             "epoch": epoch, "losses": losses, "random": random_states(generators)}
     with atomic_file(path) as staging:
         torch.save(state, staging)
 
 
-def load_checkpoint(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any | None) -> tuple[int, list[float]]:
+def load_checkpoint(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any | None,
+                    generators: Sequence[torch.Generator] = ()) -> tuple[int, list[float]]:
     """Restore states in place; returns (finished epochs, loss history)."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     module.load_state_dict(state["module"])
     optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state["scheduler"] is not None:
         scheduler.load_state_dict(state["scheduler"])
+    if "random" in state:  # checkpoints of earlier versions resume with fresh random states
+        restore_random_states(state["random"], generators, path)
     return int(state["epoch"]), list(state["losses"])
 
 
@@ -57,16 +78,19 @@ def train_epochs(
     resume: bool = False,
     progress: bool = True,
     description: str = "Training",
+    generators: Sequence[torch.Generator] = (),
 ) -> list[float]:
     """Run ``epochs`` epochs (minus those a resumed checkpoint already did); returns mean loss per epoch.
 
     ``batches()`` gives one epoch's batches; ``loss_of_batch`` computes the loss to minimise. The scheduler,
     if any, steps once per batch. With ``resume=True`` and no checkpoint yet, training starts from epoch 0.
+    ``generators`` are the random generators training draws from besides torch's global one (the loader's
+    shuffling, masking noise...): checkpointed and restored with it.
     """
     checkpoint = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
     start, losses = 0, []
     if resume and checkpoint is not None and checkpoint.is_file():
-        start, losses = load_checkpoint(checkpoint, module, optimizer, scheduler)
+        start, losses = load_checkpoint(checkpoint, module, optimizer, scheduler, generators)
     bar = tqdm(range(start, epochs), desc=description, disable=not progress, initial=start, total=epochs)
     for epoch in bar:
         module.train()
@@ -82,6 +106,6 @@ def train_epochs(
         losses.append(total / max(count, 1))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
         if checkpoint is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):
-            save_checkpoint(checkpoint, module, optimizer, scheduler, epoch + 1, losses)
+            save_checkpoint(checkpoint, module, optimizer, scheduler, epoch + 1, losses, generators)
     module.eval()
     return losses

@@ -472,8 +472,8 @@ class MAELoRA(AnomalyModel):
         size = tuple(int(s) for s in dataset[0]["image"].shape[-2:])
         network = self.build_network(size)
         device = network.cls_token.device
-        loader = DataLoader(dataset, batch_size=self.batch_size, shuffle=True,
-                            generator=torch.Generator().manual_seed(self.seed))
+        shuffling = torch.Generator().manual_seed(self.seed)
+        loader = DataLoader(dataset, batch_size=self.batch_size, shuffle=True, generator=shuffling)
         lr = self.learning_rate()
         optimizer = torch.optim.AdamW(param_groups_weight_decay(network, self.weight_decay), lr=lr, betas=(0.9, 0.95))
         steps = len(loader)
@@ -495,7 +495,7 @@ class MAELoRA(AnomalyModel):
         self.losses_ = train_epochs(network, optimizer, lambda: loader, loss_of_batch, self.epochs, scheduler,
                                     checkpoint_dir=checkpoints, checkpoint_every=self.checkpoint_every,
                                     resume=self.resume, progress=progress,
-                                    description=f"MAE+LoRA {category}".strip())
+                                    description=f"MAE+LoRA {category}".strip(), generators=[shuffling, masking])
         self.image_size_ = size
         self.base_fingerprint_ = base_fingerprint(network)
         self._network = network.eval()

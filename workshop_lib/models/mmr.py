@@ -389,8 +389,8 @@ class MMR(AnomalyModel):
         size = tuple(int(s) for s in dataset[0]["image"].shape[-2:])
         self._network = None
         network, device = self.network, self.torch_device
-        loader = DataLoader(dataset, batch_size=self.batch_size, shuffle=True,
-                            generator=torch.Generator().manual_seed(self.seed))
+        shuffling = torch.Generator().manual_seed(self.seed)
+        loader = DataLoader(dataset, batch_size=self.batch_size, shuffle=True, generator=shuffling)
         optimizer = torch.optim.AdamW(param_groups_weight_decay(network.student, self.weight_decay), lr=self.lr,
                                       betas=tuple(self.betas))
         steps = len(loader)
@@ -411,7 +411,8 @@ class MMR(AnomalyModel):
             self.losses_ = train_epochs(network.student, optimizer, lambda: loader, loss_of_batch, self.epochs,
                                         scheduler=scheduler, checkpoint_dir=checkpoints,
                                         checkpoint_every=self.checkpoint_every, resume=self.resume,
-                                        progress=progress, description=f"MMR {category}".strip())
+                                        progress=progress, description=f"MMR {category}".strip(),
+                                        generators=[shuffling])
         self.image_size_ = size
         return self
 

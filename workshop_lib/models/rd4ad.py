@@ -397,7 +397,7 @@ class RD4AD(AnomalyModel):
         checkpoints = category_checkpoint_dir(self.checkpoint_dir, category)
         self.losses_ = train_epochs(network.student, optimizer, lambda: loader, loss_of_batch, self.epochs,
                                     checkpoint_dir=checkpoints, checkpoint_every=self.checkpoint_every,
-                                    resume=self.resume, progress=progress,
+                                    resume=self.resume, progress=progress, generators=[generator],
                                     description=f"RD4AD {category}".strip())
         self.image_size_ = size
         if calibration_set is None:

@@ -457,8 +457,8 @@ class ResAD(AnomalyModel):
         self._head = None
         head, device = self.head, self.torch_device
         indexed = IndexedDataset(dataset)
-        loader = DataLoader(indexed, batch_size=self.batch_size, shuffle=True,
-                            generator=torch.Generator().manual_seed(self.seed))
+        shuffling = torch.Generator().manual_seed(self.seed)
+        loader = DataLoader(indexed, batch_size=self.batch_size, shuffle=True, generator=shuffling)
         sampler = torch.Generator().manual_seed(self.seed + 1)  # references and flow positions
         trainable = [p for p in head.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(trainable, lr=self.lr, weight_decay=self.weight_decay)
@@ -479,7 +479,8 @@ class ResAD(AnomalyModel):
 
         self.losses_ = train_epochs(head, optimizer, lambda: loader, loss_of_batch, self.epochs, scheduler,
                                     checkpoint_dir=self.checkpoint_dir, checkpoint_every=self.checkpoint_every,
-                                    resume=self.resume, progress=progress, description="ResAD")
+                                    resume=self.resume, progress=progress, description="ResAD",
+                                    generators=[shuffling, sampler])
         self.seen_classes_ = sorted(groups)
         self.image_size_ = tuple(int(s) for s in dataset[0]["image"].shape[-2:])
         self.nll_statistics_ = self.training_statistics(dataset, groups, progress)
