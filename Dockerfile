@@ -36,7 +36,7 @@ RUN mkdir workshop_lib && touch workshop_lib/__init__.py \
 COPY workshop_lib/ workshop_lib/
 ARG FETCH_WEIGHTS=1
 RUN if [ "$FETCH_WEIGHTS" = "1" ]; then \
-        python -m workshop_lib weights fetch wide_resnet50_2 resnet18 mobilenet_v2 \
+        python -m workshop_lib weights fetch wide_resnet50_2 resnet18 mobilenet_v2 vit_base_patch16_224.mae \
         || echo "WARNING: no network for the ImageNet weights; efficientnet_lite0 (bundled) still works offline."; \
     fi \
     && python -m workshop_lib weights list

@@ -5,6 +5,7 @@ from PIL import Image
 
 from workshop_lib.backbones import (
     BACKBONES,
+    MAE_VIT_BASE,
     FeatureExtractor,
     backbone_spec,
     build_network,
@@ -98,3 +99,12 @@ def test_bundled_efficientnet_classifies_sample_photos(photo, classes):
     with torch.no_grad():
         top5 = set(network(image[None]).topk(5).indices[0].tolist())
     assert classes <= top5
+
+
+def test_mmr_student_weights_are_listed_and_fail_clearly_offline():
+    rows = {row["backbone"]: row for row in weights_table()}
+    assert rows[MAE_VIT_BASE]["source"].startswith("MMR student")
+    if not rows[MAE_VIT_BASE]["available"]:  # the usual case here: never downloaded, and the hub is offline
+        assert "weights fetch vit_base_patch16_224.mae" in rows[MAE_VIT_BASE]["location"]
+        with pytest.raises(WeightsUnavailableError, match="Could not download vit_base_patch16_224.mae"):
+            main(["weights", "fetch", MAE_VIT_BASE])

@@ -220,35 +220,59 @@ class FeatureExtractor(nn.Module):
         return [outputs[i] for i in self.restore_order]
 
 
+# Pretrained timm checkpoints that methods load besides the CNN backbones (tag -> what uses it). They are listed,
+# fetched (at image build time) and found offline like the backbones' weights.
+MAE_VIT_BASE = "vit_base_patch16_224.mae"  # MAE's ImageNet pre-trained ViT-B/16 encoder, as packaged by timm
+OTHER_TIMM_WEIGHTS = {MAE_VIT_BASE: "MMR student: MAE ViT-B/16 (timm, HF hub)"}
+
+
+def cached_timm_weights(tag: str) -> str | None:
+    """The local file of a timm checkpoint in the Hugging Face cache, or None if it was never downloaded."""
+    from huggingface_hub import try_to_load_from_cache
+
+    repo = timm.models.get_pretrained_cfg(tag).hf_hub_id
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        cached = try_to_load_from_cache(repo, filename)
+        if isinstance(cached, str):
+            return cached
+    return None
+
+
 def weights_available(name: str) -> tuple[bool, str]:
-    """Whether ``weights='imagenet'`` works offline now, and where the weights are."""
+    """Whether ``weights='imagenet'`` of a backbone (or a checkpoint of OTHER_TIMM_WEIGHTS) works offline now, and
+    where the weights are."""
+    if name in OTHER_TIMM_WEIGHTS:
+        cached = cached_timm_weights(name)
+        return cached is not None, cached or f"not downloaded (python -m workshop_lib weights fetch {name})"
     spec = backbone_spec(name)
     bundled = bundled_weights_file(spec)
     if bundled is not None:
         return True, str(bundled)
     if spec.pretrained_tag is None:
         return False, f"install {spec.bundled_package}"
-    from huggingface_hub import try_to_load_from_cache
-
-    repo = timm.models.get_pretrained_cfg(spec.pretrained_tag).hf_hub_id
-    for filename in ("model.safetensors", "pytorch_model.bin"):
-        cached = try_to_load_from_cache(repo, filename)
-        if isinstance(cached, str):
-            return True, cached
-    return False, f"not downloaded (python -m workshop_lib weights fetch {spec.name})"
+    cached = cached_timm_weights(spec.pretrained_tag)
+    return cached is not None, cached or f"not downloaded (python -m workshop_lib weights fetch {spec.name})"
 
 
 def weights_table() -> list[dict[str, str | bool]]:
-    """One row per backbone: name, where its ImageNet weights come from, available now, location."""
+    """One row per backbone and other timm checkpoint: name, where its weights come from, available now, location."""
+    sources = {**{name: spec.source for name, spec in BACKBONES.items()}, **OTHER_TIMM_WEIGHTS}
     rows = []
-    for name, spec in BACKBONES.items():
+    for name, source in sources.items():
         available, location = weights_available(name)
-        rows.append({"backbone": name, "source": spec.source, "available": available, "location": location})
+        rows.append({"backbone": name, "source": source, "available": available, "location": location})
     return rows
 
 
 def fetch_weights(name: str) -> str:
-    """Download (or find) a backbone's ImageNet weights into the local cache; returns where they are."""
-    spec = backbone_spec(name)
-    build_network(spec, "imagenet", seed=0)
+    """Download (or find) a backbone's ImageNet weights, or a checkpoint of OTHER_TIMM_WEIGHTS, into the local
+    cache; returns where they are."""
+    if name in OTHER_TIMM_WEIGHTS:
+        try:
+            timm.create_model(name, pretrained=True)
+        except Exception as error:  # offline: huggingface_hub's own error types vary by version
+            raise WeightsUnavailableError(f"Could not download {name} ({OTHER_TIMM_WEIGHTS[name]}): {error}. "
+                                          "Run this with network access.") from error
+    else:
+        build_network(backbone_spec(name), "imagenet", seed=0)
     return weights_available(name)[1]

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from . import models  # noqa: F401  (importing it registers every method's sub-commands)
-from .backbones import BACKBONES, fetch_weights, weights_table
+from .backbones import BACKBONES, OTHER_TIMM_WEIGHTS, fetch_weights, weights_table
 from .data import LAYOUTS, AnomalyDataset, load_dataset, make_synthetic_aebad, make_synthetic_dataset
 from .data.download import download_mvtec
 from .evaluate import create_run_folder, evaluate, write_results_csv
@@ -104,11 +104,13 @@ def build_parser() -> Parser:
         evaluate_parser.set_defaults(handler=run_evaluate, model_cls=model_cls)
         model_cls.add_cli_actions(sub)
 
-    weights = commands.add_parser("weights", help="where each backbone's ImageNet weights come from")
+    weights = commands.add_parser("weights", help="where each backbone's (and MMR's student's) weights come from")
     weights_sub = weights.add_subparsers(dest="action", required=True, parser_class=Parser)
     weights_sub.add_parser("list").set_defaults(handler=run_weights_list)
     fetch = weights_sub.add_parser("fetch", help="download weights into the local cache (needs network)")
-    fetch.add_argument("backbones", nargs="*", default=list(BACKBONES), help="default: all")
+    fetch.add_argument("backbones", nargs="*", default=[*BACKBONES, *OTHER_TIMM_WEIGHTS],
+                       help="backbones or timm checkpoints (default: all): " + ", ".join([*BACKBONES,
+                                                                                           *OTHER_TIMM_WEIGHTS]))
     fetch.set_defaults(handler=run_weights_fetch)
 
     data = commands.add_parser("data", help="datasets")
@@ -205,7 +207,7 @@ def run_weights_list(args: argparse.Namespace) -> list[dict]:
     rows = weights_table()
     for row in rows:
         state = "available" if row["available"] else "missing"
-        print(f"{row['backbone']:<20} {row['source']:<45} {state:<10} {row['location']}")
+        print(f"{row['backbone']:<26} {row['source']:<55} {state:<10} {row['location']}")
     return rows
 
 

@@ -67,18 +67,25 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2 as T
 from torchvision.transforms.functional import InterpolationMode
 
-from ..backbones import BACKBONES, FeatureExtractor, Weights, backbone_spec, parse_weights, read_state_dict
+from ..backbones import (
+    BACKBONES,
+    MAE_VIT_BASE,
+    FeatureExtractor,
+    Weights,
+    backbone_spec,
+    parse_weights,
+    read_state_dict,
+)
 from ..device import resolve_device
 from ..errors import WeightsUnavailableError
 from ..maps import cosine_distance_map, gaussian_blur
 from ..training import category_checkpoint_dir, train_epochs
 from .base import AnomalyModel, ModelOutput
 
-TIMM_MAE_TAG = "vit_base_patch16_224.mae"  # MAE's pre-trained ViT-B/16 encoder, as packaged by timm
 MAE_CHECKPOINT_URL = "https://dl.fbaipublicfiles.com/mae/visualize/mae_visualize_vit_base.pth"
 WEIGHTS_ADVICE = (f"Download MAE's checkpoint ({MAE_CHECKPOINT_URL}) and pass student_weights=<that file> "
-                  f"(--student_weights PATH), or run once with network: python -c \"import timm; "
-                  f"timm.create_model('{TIMM_MAE_TAG}', pretrained=True)\" for student_weights='imagenet'; "
+                  f"(--student_weights PATH), or run once with network: python -m workshop_lib weights fetch "
+                  f"{MAE_VIT_BASE} for student_weights='imagenet'; "
                   "student_weights=None (--student_weights none) trains the ViT from random init.")
 UPSTREAM_EPOCHS, WARMUP_EPOCHS, DECAY_EPOCHS = 200, 50, (119, 159)  # mmr_adjust_learning_rate, MMR.yaml
 
@@ -234,11 +241,11 @@ def student_state(weights: str | Path) -> tuple[dict[str, torch.Tensor], str]:
     """(state dict, where it came from) for ``student_weights='imagenet'`` or a local MAE checkpoint file."""
     if weights == "imagenet":
         try:
-            model = timm.create_model(TIMM_MAE_TAG, pretrained=True, num_classes=0)
+            model = timm.create_model(MAE_VIT_BASE, pretrained=True, num_classes=0)
         except Exception as error:
-            raise WeightsUnavailableError(f"Could not get the student's MAE weights ({TIMM_MAE_TAG}) through "
+            raise WeightsUnavailableError(f"Could not get the student's MAE weights ({MAE_VIT_BASE}) through "
                                           f"timm: {error}. {WEIGHTS_ADVICE}") from error
-        return model.state_dict(), f"timm {TIMM_MAE_TAG}"
+        return model.state_dict(), f"timm {MAE_VIT_BASE}"
     path = Path(weights)
     try:
         state = read_state_dict(path)
@@ -330,7 +337,7 @@ class MMR(AnomalyModel):
         parser.add_argument("--layers", nargs="+", help="teacher layers (default: the backbone's layers 1-3)")
         parser.add_argument("--weights", default="imagenet", help="teacher: imagenet, none (random) or a file path")
         parser.add_argument("--student_weights", default="imagenet",
-                            help=f"imagenet (timm {TIMM_MAE_TAG}), none (random init) or an MAE checkpoint file "
+                            help=f"imagenet (timm {MAE_VIT_BASE}), none (random init) or an MAE checkpoint file "
                                  "such as mae_visualize_vit_base.pth")
         parser.add_argument("--embed_dim", type=int, default=768, help="student ViT width (ViT-B: 768)")
         parser.add_argument("--depth", type=int, default=12, help="student ViT blocks (ViT-B: 12)")
