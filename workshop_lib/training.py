@@ -7,6 +7,7 @@ atomically to ``<checkpoint_dir>/last.pt`` and read back with ``weights_only=Tru
 random states restored, a resumed run continues exactly as an uninterrupted one would.
 """
 
+import argparse
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,14 @@ from tqdm.auto import tqdm
 from .io import atomic_file
 
 CHECKPOINT_FILE = "last.pt"
+
+
+def add_checkpoint_arguments(parser: argparse.ArgumentParser, every: int,
+                             where: str = "<checkpoint_dir>/<category>/last.pt") -> None:
+    """The trained methods' ``--checkpoint_dir``, ``--checkpoint_every`` and ``--resume`` flags."""
+    parser.add_argument("--checkpoint_dir", help=f"checkpoints go to {where}")
+    parser.add_argument("--checkpoint_every", type=int, default=every, help="epochs between checkpoints")
+    parser.add_argument("--resume", action="store_true", help=f"continue from {where}")
 
 
 def category_checkpoint_dir(checkpoint_dir: str | Path | None, category: str) -> Path | None:

@@ -75,7 +75,7 @@ from ..backbones import Weights, parse_weights, read_state_dict
 from ..device import resolve_device
 from ..errors import ModelFileError, WeightsUnavailableError
 from ..maps import gaussian_blur
-from ..training import category_checkpoint_dir, train_epochs
+from ..training import add_checkpoint_arguments, category_checkpoint_dir, train_epochs
 from .base import AnomalyModel, ModelOutput
 
 NORM_PIX_EPS = 1e-6  # MAE's (var + 1e-6) ** 0.5
@@ -408,9 +408,7 @@ class MAELoRA(AnomalyModel):
         parser.add_argument("--min_lr", type=float, default=0.0)
         parser.add_argument("--warmup_epochs", type=int, default=40)
         parser.add_argument("--weight_decay", type=float, default=0.001)
-        parser.add_argument("--checkpoint_dir", help="checkpoints go to <checkpoint_dir>/<category>/last.pt")
-        parser.add_argument("--checkpoint_every", type=int, default=50, help="epochs between checkpoints")
-        parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+        add_checkpoint_arguments(parser, every=50)
         parser.set_defaults(batch_size=32)
 
     @classmethod

@@ -79,7 +79,7 @@ from ..backbones import (
 from ..device import resolve_device
 from ..errors import WeightsUnavailableError
 from ..maps import cosine_distance_map, gaussian_blur
-from ..training import category_checkpoint_dir, train_epochs
+from ..training import add_checkpoint_arguments, category_checkpoint_dir, train_epochs
 from .base import AnomalyModel, ModelOutput
 
 MAE_CHECKPOINT_URL = "https://dl.fbaipublicfiles.com/mae/visualize/mae_visualize_vit_base.pth"
@@ -351,9 +351,7 @@ class MMR(AnomalyModel):
         parser.add_argument("--weight_decay", type=float, default=0.05)
         parser.add_argument("--no_augment", dest="augment", action="store_false",
                             help="no random resized crop / flip in training")
-        parser.add_argument("--checkpoint_dir", help="checkpoints go to <checkpoint_dir>/<category>/last.pt")
-        parser.add_argument("--checkpoint_every", type=int, default=10, help="epochs between checkpoints")
-        parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+        add_checkpoint_arguments(parser, every=10)
         parser.set_defaults(batch_size=16)
 
     @classmethod

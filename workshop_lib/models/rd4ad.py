@@ -64,7 +64,7 @@ from ..backbones import BACKBONES, FeatureExtractor, Weights, backbone_spec
 from ..device import describe_device, resolve_device
 from ..io import atomic_dir, atomic_file
 from ..maps import check_tiling, cosine_distance_map, gaussian_blur, split_tiles, stitch_tiles
-from ..training import category_checkpoint_dir, train_epochs
+from ..training import add_checkpoint_arguments, category_checkpoint_dir, train_epochs
 from .base import AnomalyModel, ModelOutput
 
 STATS_FILE = "training_stats.json"
@@ -322,9 +322,7 @@ class RD4AD(AnomalyModel):
         parser.add_argument("--lr", type=float, default=0.005)
         parser.add_argument("--betas", type=float, nargs=2, default=(0.5, 0.999), metavar=("BETA1", "BETA2"),
                             help="Adam betas")
-        parser.add_argument("--checkpoint_dir", help="checkpoints go to <checkpoint_dir>/<category>/last.pt")
-        parser.add_argument("--checkpoint_every", type=int, default=10, help="epochs between checkpoints")
-        parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+        add_checkpoint_arguments(parser, every=10)
         parser.add_argument("--calibration_holdout", type=float, default=0.0,
                             help="fraction of train images kept out of training to calibrate scores (0: all)")
         parser.add_argument("--calibration_sigmas", type=float, default=3.0,

@@ -91,7 +91,7 @@ from ..data.layouts import GOOD, list_images
 from ..device import resolve_device
 from ..io import atomic_file
 from ..maps import gaussian_blur, upsample_sum
-from ..training import train_epochs
+from ..training import add_checkpoint_arguments, train_epochs
 from .base import AnomalyModel, ModelOutput
 
 LOG_2PI_HALF = 0.5 * math.log(2 * math.pi)  # upstream's _GCONST_ = -0.9189385332046727 is its negative
@@ -384,9 +384,7 @@ class ResAD(AnomalyModel):
         parser.add_argument("--lr", type=float, default=1e-5)
         parser.add_argument("--weight_decay", type=float, default=5e-4)
         parser.add_argument("--lr_milestones", type=int, nargs="*", default=[70, 90], help="epochs of lr x 0.1")
-        parser.add_argument("--checkpoint_dir", help="default: <run>/checkpoints (last.pt)")
-        parser.add_argument("--checkpoint_every", type=int, default=5, help="epochs between checkpoints")
-        parser.add_argument("--resume", action="store_true", help="continue from <checkpoint_dir>/last.pt")
+        add_checkpoint_arguments(parser, every=5, where="<checkpoint_dir>/last.pt (default: <run>/checkpoints)")
         parser.set_defaults(batch_size=32)
 
     @classmethod
