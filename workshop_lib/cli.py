@@ -23,7 +23,14 @@ import torch
 
 from . import models  # noqa: F401  (importing it registers every method's sub-commands)
 from .backbones import BACKBONES, OTHER_TIMM_WEIGHTS, fetch_weights, weights_table
-from .data import LAYOUTS, AnomalyDataset, load_dataset, make_synthetic_aebad, make_synthetic_dataset
+from .data import (
+    LAYOUTS,
+    AnomalyDataset,
+    load_dataset,
+    make_synthetic_aebad,
+    make_synthetic_dataset,
+    split_by_domain,
+)
 from .data.download import download_mvtec
 from .evaluate import create_run_folder, evaluate, write_results_csv
 from .io import atomic_file
@@ -135,12 +142,7 @@ def build_parser() -> Parser:
 def test_sets(test: AnomalyDataset, run_name: str) -> dict[str, AnomalyDataset]:
     """The test set by name: one per domain for layouts with domain shifts (AeBAD: ``<run>_same``,
     ``<run>_view``...), so results.csv's Mean is the mean over domains as in the MMR paper; else the whole set."""
-    domains = sorted({record.domain for record in test.records if record.domain})
-    if not domains:
-        return {run_name: test}
-    return {f"{run_name}_{domain}": AnomalyDataset([r for r in test.records if r.domain == domain], test.category,
-                                                   resize=test.resize, imagesize=test.imagesize)
-            for domain in domains}
+    return {f"{run_name}_{domain}": part for domain, part in split_by_domain(test).items()} or {run_name: test}
 
 
 def evaluate_and_record(model: AnomalyModel, args: argparse.Namespace, category: str, run_name: str,

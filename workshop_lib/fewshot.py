@@ -48,7 +48,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .cli import seed_everything
-from .data import discover_records, load_dataset
+from .data import load_dataset, split_by_domain
 from .data.layouts import GOOD, list_images, require_dir
 from .errors import DatasetError
 from .evaluate import evaluate
@@ -216,13 +216,8 @@ def build_model(method: str, model_kwargs: dict, seed: int) -> AnomalyModel:
 
 def evaluate_domains(model: AnomalyModel, root: Path, category: str, study: Study) -> dict[str, dict]:
     """Metrics per test domain (AeBAD), or one entry named after the category for layouts without domains."""
-    domains = sorted({r.domain for r in discover_records(root, category, "test", study.layout) if r.domain})
-    tests = {domain: {"domains": [domain]} for domain in domains} or {category: {}}
-    metrics = {}
-    for name, options in tests.items():
-        test = load_dataset(root, category, "test", study.layout, study.resize, study.imagesize, **options)
-        metrics[name] = evaluate(model, test)[1]
-    return metrics
+    test = load_dataset(root, category, "test", study.layout, study.resize, study.imagesize)
+    return {name: evaluate(model, part)[1] for name, part in (split_by_domain(test) or {category: test}).items()}
 
 
 def run_one(study: Study, run: str, make_model: ModelFactory | None = None) -> Path:

@@ -48,12 +48,7 @@ def cosine_distance_map(teacher: list[torch.Tensor], student: list[torch.Tensor]
                         size: tuple[int, int]) -> torch.Tensor:
     """Per level ``1 - cos`` along channels, bilinearly upsampled (align_corners=True) to ``size``, summed over
     levels: RD4AD's ``cal_anomaly_map(..., amap_mode='a')`` before smoothing. Returns (N, H, W)."""
-    total = None
-    for t, s in zip(teacher, student, strict=True):
-        distance = 1 - F.cosine_similarity(t, s, dim=1)
-        upsampled = F.interpolate(distance.unsqueeze(1), size=size, mode="bilinear", align_corners=True)[:, 0]
-        total = upsampled if total is None else total + upsampled
-    return total
+    return upsample_sum([1 - F.cosine_similarity(t, s, dim=1) for t, s in zip(teacher, student, strict=True)], size)
 
 
 def upsample_sum(level_maps: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Datasets: on-disk layouts, the checked torch Dataset, transforms, the synthetic generator, downloads."""
 
-from .dataset import AnomalyDataset, load_dataset
+from .dataset import AnomalyDataset, load_dataset, split_by_domain
 from .layouts import LAYOUTS, SampleRecord, discover_records, list_categories
 from .locate import MVTEC_CATEGORIES, resolve_aebad_root, resolve_data_root
 from .synthetic import CATEGORIES as SYNTHETIC_CATEGORIES
@@ -23,4 +23,5 @@ __all__ = [
     "make_synthetic_dataset",
     "resolve_aebad_root",
     "resolve_data_root",
+    "split_by_domain",
 ]

@@ -97,6 +97,15 @@ class AnomalyDataset(Dataset):
         return [record.label for record in self.records]
 
 
+def split_by_domain(dataset: AnomalyDataset) -> dict[str, AnomalyDataset]:
+    """The dataset's images per domain (AeBAD's same, background, ...), sorted by name; empty for layouts
+    without domains."""
+    domains = sorted({record.domain for record in dataset.records if record.domain})
+    return {domain: AnomalyDataset([r for r in dataset.records if r.domain == domain], dataset.category,
+                                   resize=dataset.resize, imagesize=dataset.imagesize)
+            for domain in domains}
+
+
 def load_dataset(
     root: str | Path,
     category: str,
