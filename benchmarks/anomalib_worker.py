@@ -23,10 +23,15 @@ def main() -> None:
     parser.add_argument("--layers", nargs="+", required=True)
     parser.add_argument("--coreset_ratio", type=float, default=0.1)
     parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", required=True)
     args = parser.parse_args()
 
-    torch.manual_seed(0)
+    # anomalib's coreset draws its sparse random projection from numpy's global generator (random_state=None) and
+    # its first centre from torch's: both seeded, or its AUROC changes from run to run (0.968 and 0.972 pixel
+    # AUROC in two unseeded runs on the same data).
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
     data = np.load(args.tensors)
     network = timm.create_model(args.architecture, pretrained=False)
     network.load_state_dict(torch.load(args.state_dict, map_location="cpu", weights_only=True))

@@ -5,9 +5,10 @@
 
 Columns: fit seconds, inference seconds per image (batch 1, after warm-up), peak RSS of the process, image and
 pixel AUROC. Each side runs in its own process so peak memory is its own. Rows: wide_resnet50_2 with random
-weights (the same tensors loaded into both) and efficientnet_lite0 with its bundled ImageNet weights (the same
+weights (the same tensors loaded into both), once with upstream's 1024-dim projection and once with none
+(``:none``, anomalib's 1536-dim embedding), and efficientnet_lite0 with its bundled ImageNet weights (the same
 module handed to anomalib). Also printed: our coreset selection speed at N = 150k and our inference time at
-1 % and 10 % coreset against the bare backbone forward.
+1 % and 10 % coreset against the backbone forward, both as PatchCore runs it (up to its last layer) and whole.
 
 anomalib lives in its own venv, used only here. Create it once (about 2 minutes):
 
@@ -33,7 +34,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 DATA = HERE / ".data"
 ANOMALIB_PYTHON = HERE / ".venv-anomalib" / "bin" / "python"
-CONFIGS = (("wide_resnet50_2", "random"), ("efficientnet_lite0", "imagenet"))
+CONFIGS = ("wide_resnet50_2:random", "wide_resnet50_2:random:none", "efficientnet_lite0:imagenet")
 
 
 def prepare_data(n_train: int, image_size: int) -> tuple[Path, np.ndarray]:
@@ -65,29 +66,37 @@ def save_network(backbone: str, weights: str) -> tuple[str, Path]:
     return spec.architecture, path
 
 
-def run_ours(tensors: Path, backbone: str, state_dict: Path, output: Path, coreset_ratio: float) -> dict:
+def seconds_per_image(forward, images: torch.Tensor) -> float:
+    """Mean time of ``forward`` on each image alone (batch 1), after one warm-up call."""
+    with torch.no_grad():
+        forward(images[:1])
+        started = time.perf_counter()
+        for image in images:
+            forward(image[None])
+    return (time.perf_counter() - started) / len(images)
+
+
+def run_ours(tensors: Path, backbone: str, state_dict: Path, output: Path, coreset_ratio: float,
+             projection: bool) -> dict:
     """Worker body: fit and time our PatchCore in this process."""
+    from workshop_lib.backbones import backbone_spec, build_network
     from workshop_lib.models import PatchCore
 
     data = np.load(tensors)
     train = [{"image": torch.from_numpy(image)} for image in data["train"]]
     test = torch.from_numpy(data["test"])
-    model = PatchCore(backbone, weights=str(state_dict), coreset_ratio=coreset_ratio, device="cpu")
+    dims = {} if projection else {"pretrain_embed_dimension": None, "target_embed_dimension": None}
+    model = PatchCore(backbone, weights=str(state_dict), coreset_ratio=coreset_ratio, device="cpu", **dims)
     started = time.perf_counter()
     model.fit(train, progress=False)
     fit_seconds = time.perf_counter() - started
-    model.predict(test[:1])  # warm-up
-    started = time.perf_counter()
     outputs = [model.predict(image[None]) for image in test]
-    per_image = (time.perf_counter() - started) / len(test)
-    with torch.no_grad():
-        started = time.perf_counter()
-        for image in test:
-            model.extractor(image[None])
-        backbone_per_image = (time.perf_counter() - started) / len(test)
+    whole_network = build_network(backbone_spec(backbone), str(state_dict), seed=0).eval()
     np.savez(output, scores=np.concatenate([o.image_scores for o in outputs]),
              maps=np.concatenate([o.anomaly_maps for o in outputs]))
-    return {"fit_s": fit_seconds, "infer_s_per_image": per_image, "backbone_s_per_image": backbone_per_image,
+    return {"fit_s": fit_seconds, "infer_s_per_image": seconds_per_image(model.predict, test),
+            "backbone_s_per_image": seconds_per_image(model.extractor, test),
+            "whole_network_s_per_image": seconds_per_image(whole_network, test),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "memory_bank": int(model.memory_bank_.shape[0])}
 
@@ -100,6 +109,13 @@ def coreset_speed(n_points: int = 150_000, dim: int = 1024, n_select: int = 1500
     started = time.perf_counter()
     greedy_coreset_indices(features, n_select, progress=False)
     return n_select / (time.perf_counter() - started)
+
+
+def our_worker_command(coreset_ratio: float, tensors: Path, backbone: str, state_dict: Path, output: Path,
+                       embedding: str) -> list[str]:
+    """This script as a worker fitting our PatchCore in a process of its own (so peak RSS is its own)."""
+    return [sys.executable, __file__, "--coreset_ratio", str(coreset_ratio), "--worker", str(tensors), backbone,
+            str(state_dict), str(output), embedding]
 
 
 def worker_json(command: list[str], env: dict | None = None) -> dict:
@@ -127,15 +143,17 @@ def main() -> None:
     parser.add_argument("--n_train", type=int, default=200)
     parser.add_argument("--image_size", type=int, default=224)
     parser.add_argument("--coreset_ratio", type=float, default=0.1)
-    parser.add_argument("--configs", nargs="+", default=[f"{b}:{w}" for b, w in CONFIGS],
-                        help="backbone:weights rows to run (default: %(default)s)")
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS),
+                        help="backbone:weights[:none] rows to run; ':none' = no embedding projection; anomalib "
+                             "runs once per backbone:weights (default: %(default)s)")
     parser.add_argument("--skip_anomalib", action="store_true", help="only our rows (anomalib takes 30+ min)")
-    parser.add_argument("--worker", nargs=4, metavar=("TENSORS", "BACKBONE", "STATE_DICT", "OUTPUT"),
+    parser.add_argument("--worker", nargs=5, metavar=("TENSORS", "BACKBONE", "STATE_DICT", "OUTPUT", "PROJECTION"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        tensors, backbone, state_dict, output = args.worker
-        print(json.dumps(run_ours(Path(tensors), backbone, Path(state_dict), Path(output), args.coreset_ratio)))
+        tensors, backbone, state_dict, output, projection = args.worker
+        print(json.dumps(run_ours(Path(tensors), backbone, Path(state_dict), Path(output), args.coreset_ratio,
+                                  projection == "projected")))
         return
 
     DATA.mkdir(exist_ok=True)
@@ -148,23 +166,27 @@ def main() -> None:
         print(f"anomalib column skipped: {ANOMALIB_PYTHON} not found (see this script's docstring).")
     print("| backbone | weights | implementation | fit s | infer ms/image | peak RSS MB | image AUROC | pixel AUROC |")
     print("|---|---|---|---|---|---|---|---|", flush=True)
+    anomalib_done = set()
     for config in args.configs:
-        backbone, weights = config.split(":")
+        backbone, weights, *projection = config.split(":")
+        embedding = "none" if projection == ["none"] else "projected"
+        name = "workshop_lib" if embedding == "projected" else "workshop_lib, no projection"
         architecture, state_dict = save_network(backbone, weights)
-        ours_npz = DATA / f"ours-{backbone}.npz"
-        ours = worker_json([sys.executable, __file__, "--coreset_ratio", str(args.coreset_ratio),
-                            "--worker", str(tensors), backbone, str(state_dict), str(ours_npz)])
+        ours_npz = DATA / f"ours-{backbone}-{embedding}.npz"
+        ours = worker_json(our_worker_command(args.coreset_ratio, tensors, backbone, state_dict, ours_npz, embedding))
         ours["auroc"] = accuracy(ours_npz, labels, masks)
-        print_row(backbone, weights, "workshop_lib", ours)
-        ours_1pct = worker_json([sys.executable, __file__, "--coreset_ratio", "0.01",
-                                 "--worker", str(tensors), backbone, str(state_dict), str(ours_npz)])
-        print(f"{backbone}: inference {ours['infer_s_per_image'] * 1000:.0f} ms/image at {args.coreset_ratio:.0%}"
-              f" coreset, {ours_1pct['infer_s_per_image'] * 1000:.0f} ms at 1 %; bare backbone "
-              f"{ours_1pct['backbone_s_per_image'] * 1000:.0f} ms -> ratio at 1 %: "
-              f"{ours_1pct['infer_s_per_image'] / ours_1pct['backbone_s_per_image']:.2f}", flush=True)
-        if with_anomalib:
+        print_row(backbone, weights, name, ours)
+        small = worker_json(our_worker_command(0.01, tensors, backbone, state_dict, ours_npz, embedding))
+        print(f"{backbone} ({name}): inference {ours['infer_s_per_image'] * 1000:.0f} ms/image at "
+              f"{args.coreset_ratio:.0%} coreset, {small['infer_s_per_image'] * 1000:.0f} ms at 1 %; backbone up to "
+              f"its last PatchCore layer {small['backbone_s_per_image'] * 1000:.0f} ms, whole network "
+              f"{small['whole_network_s_per_image'] * 1000:.0f} ms -> ratio at 1 %: "
+              f"{small['infer_s_per_image'] / small['backbone_s_per_image']:.2f} and "
+              f"{small['infer_s_per_image'] / small['whole_network_s_per_image']:.2f}", flush=True)
+        if with_anomalib and (backbone, weights) not in anomalib_done:
             from workshop_lib.backbones import backbone_spec
 
+            anomalib_done.add((backbone, weights))
             layers = list(backbone_spec(backbone).patchcore_layers)
             anomalib_npz = DATA / f"anomalib-{backbone}.npz"
             env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}

@@ -1,3 +1,5 @@
+import argparse
+
 import numpy as np
 import pytest
 import torch
@@ -115,3 +117,29 @@ def test_average_pool_equals_adaptive_average_pooling(length, dim):
     vectors = torch.randn(5, length)
     expected = F.adaptive_avg_pool1d(vectors.unsqueeze(1), dim).squeeze(1)
     torch.testing.assert_close(average_pool(vectors, dim), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_no_projection_keeps_every_channel_as_anomalib(washer):
+    """Both dimensions None: each layer's channels averaged over the 3 x 3 neighbourhood (zero padding counted, as
+    torch's AvgPool2d(3, 1, 1)), deeper layers bilinearly upsampled, concatenated: anomalib's embedding."""
+    model = PatchCore(**{**TINY, "pretrain_embed_dimension": None, "target_embed_dimension": None})
+    images = torch.stack([washer[0][i]["image"] for i in range(2)])
+    features, grid = model.embed(images)
+    layer2, layer3 = model.extractor(images)
+    expected = torch.cat([F.avg_pool2d(layer2, 3, 1, 1),
+                          F.interpolate(F.avg_pool2d(layer3, 3, 1, 1), size=grid, mode="bilinear")], dim=1)
+    assert features.shape == (2 * 8 * 8, 128 + 256)
+    torch.testing.assert_close(features, expected.permute(0, 2, 3, 1).reshape(-1, 384), rtol=1e-5, atol=1e-6)
+    # a projection at one stage only: each layer keeps its channels, then the concatenation is pooled
+    pooled, _ = PatchCore(**{**TINY, "pretrain_embed_dimension": None, "target_embed_dimension": 96}).embed(images)
+    torch.testing.assert_close(pooled, average_pool(features, 96), rtol=1e-5, atol=1e-6)
+
+
+def test_embed_dimension_flags_accept_none():
+    parser = argparse.ArgumentParser()
+    PatchCore.add_arguments(parser)
+    args = parser.parse_args(["--pretrain_embed_dimension", "none", "--target_embed_dimension", "512"])
+    assert (args.pretrain_embed_dimension, args.target_embed_dimension) == (None, 512)
+    for bad in ("0", "-3", "big"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--target_embed_dimension", bad])
