@@ -140,6 +140,7 @@ def test_embed_dimension_flags_accept_none():
     PatchCore.add_arguments(parser)
     args = parser.parse_args(["--pretrain_embed_dimension", "none", "--target_embed_dimension", "512"])
     assert (args.pretrain_embed_dimension, args.target_embed_dimension) == (None, 512)
+    assert parser.parse_args(["--target_embed_dimension", str(None)]).target_embed_dimension is None  # work/utils.py
     for bad in ("0", "-3", "big"):
         with pytest.raises(SystemExit):
             parser.parse_args(["--target_embed_dimension", bad])

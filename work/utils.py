@@ -43,7 +43,7 @@ def get_train_args(
     image_size: int = 224,  # final centre-crop size
     resize: int = 256,  # shorter side after the first resize (>= image_size)
     sampler_percentage: float = 0.001,
-    target_embed_dimension: int = 1024,
+    target_embed_dimension: int | None = 1024,  # None: no final projection
     anomaly_scorer_num_nn: int = 1,
     data_path: str | None = None,
     weights: str = "imagenet",
