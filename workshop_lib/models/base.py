@@ -115,6 +115,29 @@ class AnomalyModel:
         return model
 
 
+class TeacherStudentModel(AnomalyModel):
+    """A method whose ``network`` holds a frozen teacher and a trained ``student`` and maps images to (anomaly maps,
+    image scores): RD4AD and MMR. The student is what fit learns and save writes."""
+
+    @property
+    def network(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    @property
+    def torch_device(self) -> torch.device:
+        return next(self.network.student.parameters()).device
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> ModelOutput:
+        """Image scores (N,) and anomaly maps (N, H, W) for a batch of normalised images (network in eval mode)."""
+        self.check_fitted()
+        maps, scores = self.network.eval()(images.to(self.torch_device))
+        return ModelOutput(scores.float().cpu().numpy(), maps.float().cpu().numpy())
+
+    def learned_tensors(self) -> dict[str, torch.Tensor]:
+        return dict(self.network.student.state_dict())
+
+
 def load_model(path: str | Path, **overrides: Any) -> AnomalyModel:
     """Load any saved model, whatever its method."""
     return AnomalyModel.load(path, **overrides)

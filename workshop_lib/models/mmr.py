@@ -80,7 +80,7 @@ from ..device import resolve_device
 from ..errors import WeightsUnavailableError
 from ..maps import cosine_distance_map, gaussian_blur
 from ..training import add_checkpoint_arguments, category_checkpoint_dir, train_epochs
-from .base import AnomalyModel, ModelOutput
+from .base import TeacherStudentModel
 
 MAE_CHECKPOINT_URL = "https://dl.fbaipublicfiles.com/mae/visualize/mae_visualize_vit_base.pth"
 WEIGHTS_ADVICE = (f"Download MAE's checkpoint ({MAE_CHECKPOINT_URL}) and pass student_weights=<that file> "
@@ -275,7 +275,7 @@ def train_augmentation(size: Sequence[int]) -> T.Compose:
 
 
 # -- the model -------------------------------------------------------------------------------------
-class MMR(AnomalyModel):
+class MMR(TeacherStudentModel):
     """Frozen CNN teacher, masked ViT student with a feature pyramid; anomaly = where the reconstruction fails."""
 
     method = "mmr"
@@ -380,10 +380,6 @@ class MMR(AnomalyModel):
             self._network = self.build_network(self.student_weights)
         return self._network
 
-    @property
-    def torch_device(self) -> torch.device:
-        return next(self.network.student.parameters()).device
-
     # -- fit ---------------------------------------------------------------------------------------
     def fit(self, dataset: Dataset, progress: bool = True) -> "MMR":
         """Train the student to rebuild the teacher's features of normal images from masked views."""
@@ -421,18 +417,7 @@ class MMR(AnomalyModel):
         self.image_size_ = size
         return self
 
-    # -- predict -----------------------------------------------------------------------------------
-    @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> ModelOutput:
-        """Image scores (N,) and anomaly maps (N, H, W) for a batch of normalised images, nothing masked."""
-        self.check_fitted()
-        maps, scores = self.network.eval()(images.to(self.torch_device))
-        return ModelOutput(scores.float().cpu().numpy(), maps.float().cpu().numpy())
-
     # -- persistence -------------------------------------------------------------------------------
-    def learned_tensors(self) -> dict[str, torch.Tensor]:
-        return dict(self.network.student.state_dict())
-
     def learned_values(self) -> dict[str, Any]:
         return {"image_size": list(self.image_size_), "losses": self.losses_}
 

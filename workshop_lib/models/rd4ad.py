@@ -65,7 +65,7 @@ from ..device import describe_device, resolve_device
 from ..io import atomic_dir, atomic_file
 from ..maps import check_tiling, cosine_distance_map, gaussian_blur, split_tiles, stitch_tiles
 from ..training import add_checkpoint_arguments, category_checkpoint_dir, train_epochs
-from .base import AnomalyModel, ModelOutput
+from .base import TeacherStudentModel
 
 STATS_FILE = "training_stats.json"
 NETWORK_STRIDE = 32  # the bottleneck halves the stride-16 level once more; the decoder must mirror it exactly
@@ -270,7 +270,7 @@ def calibration_parameters(stats: dict[str, float], sigmas: float) -> tuple[floa
 
 
 # -- the model -------------------------------------------------------------------------------------
-class RD4AD(AnomalyModel):
+class RD4AD(TeacherStudentModel):
     """Teacher encoder, one-class bottleneck, student decoder; anomaly = where the student fails to restore."""
 
     method = "rd4ad"
@@ -369,10 +369,6 @@ class RD4AD(AnomalyModel):
             self._network = network.to(resolve_device(self.device)).eval()
         return self._network
 
-    @property
-    def torch_device(self) -> torch.device:
-        return next(self.network.student.parameters()).device
-
     # -- fit ---------------------------------------------------------------------------------------
     def fit(self, dataset: Dataset, progress: bool = True) -> "RD4AD":
         """Train the bottleneck and decoder on normal images, then calibrate scores on normal images."""
@@ -451,18 +447,7 @@ class RD4AD(AnomalyModel):
             staging.write_text(json.dumps(self.training_stats(), indent=2))
         return path
 
-    # -- predict -----------------------------------------------------------------------------------
-    @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> ModelOutput:
-        """Image scores (N,) and anomaly maps (N, H, W) for a batch of normalised images."""
-        self.check_fitted()
-        maps, scores = self.network.eval()(images.to(self.torch_device))
-        return ModelOutput(scores.float().cpu().numpy(), maps.float().cpu().numpy())
-
     # -- persistence -------------------------------------------------------------------------------
-    def learned_tensors(self) -> dict[str, torch.Tensor]:
-        return dict(self.network.student.state_dict())
-
     def learned_values(self) -> dict[str, Any]:
         return {"image_size": list(self.image_size_), "losses": self.losses_,
                 "score_statistics": self.score_statistics_}
