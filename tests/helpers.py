@@ -5,6 +5,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from workshop_lib.data import AnomalyDataset, load_dataset
+
 
 def write_image(path: Path, size: int = 32, mode: str = "RGB", value: int = 128, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -32,3 +34,9 @@ def make_mvtec_category(root: Path, category: str = "thing", mode: str = "RGB", 
     write_image(base / "test" / "scratch" / "000.png", size, mode, seed=11)
     write_mask(base / "ground_truth" / "scratch" / "000_mask.png", size)
     return root
+
+
+def train_subset(root: Path, category: str, count: int, size: int = 64) -> AnomalyDataset:
+    """The first ``count`` training images of a category at ``size`` px: a model trains on them in seconds."""
+    full = load_dataset(root, category, "train", resize=size, imagesize=size)
+    return AnomalyDataset(full.records[:count], category, resize=size, imagesize=size)

@@ -5,10 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import train_subset
 from safetensors.torch import load_file
 
 from workshop_lib.cli import main
-from workshop_lib.data import AnomalyDataset, load_dataset
+from workshop_lib.data import load_dataset
 from workshop_lib.errors import ModelFileError, WeightsUnavailableError
 from workshop_lib.evaluate import Predictions, evaluate, read_results_csv
 from workshop_lib.models import MAELoRA, load_model
@@ -29,14 +30,9 @@ MICRO = {"architecture": "vit_micro", "patch_size": 8, "batch_size": 4, "seed": 
 CI = {**MICRO, "trainable": "lora+decoder", "lr": 5e-3, "epochs": 60, "warmup_epochs": 3}
 
 
-def subset(root: Path, category: str, count: int, size: int = 64) -> AnomalyDataset:
-    full = load_dataset(root, category, "train", resize=size, imagesize=size)
-    return AnomalyDataset(full.records[:count], category, resize=size, imagesize=size)
-
-
 @pytest.fixture(scope="module")
 def washer8(synthetic_root):
-    return subset(synthetic_root, "washer", 8)
+    return train_subset(synthetic_root, "washer", 8)
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +124,7 @@ def test_training_changes_only_trainable_parameters(fitted, washer8):
 def test_inference_keeps_three_quarters_of_the_patches_and_uses_each_hidden_pass(synthetic_root, test_images):
     """Original bug 1: int(patches_per_side * 0.75) = 12 visible patches of a 16 x 16 grid instead of 192."""
     model = MAELoRA(**{**MICRO, "patch_size": 4}, epochs=1, warmup_epochs=0, norm_pix_loss=False)
-    model.fit(subset(synthetic_root, "tile", 4), progress=False)
+    model.fit(train_subset(synthetic_root, "tile", 4), progress=False)
     kept = []
     encode = model.network.encode
     model.network.encode = lambda images, keep: kept.append(keep.shape) or encode(images, keep)

@@ -11,9 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import REPO
+from helpers import train_subset
 
 from workshop_lib.cli import main
-from workshop_lib.data import AnomalyDataset, load_dataset, make_synthetic_aebad
+from workshop_lib.data import load_dataset, make_synthetic_aebad
 from workshop_lib.errors import WeightsUnavailableError
 from workshop_lib.evaluate import evaluate, read_results_csv
 from workshop_lib.models import MMR, load_model
@@ -30,8 +31,7 @@ TINY_FLAGS = ["-b", "resnet18", "--weights", "none", "--student_weights", "none"
 @pytest.fixture(scope="module")
 def washer64(synthetic_root):
     """8 training images at 64 px (a 4 x 4 patch grid): about a second per epoch."""
-    full = load_dataset(synthetic_root, "washer", "train", resize=64, imagesize=64)
-    return AnomalyDataset(full.records[:8], "washer", resize=64, imagesize=64)
+    return train_subset(synthetic_root, "washer", 8, size=64)
 
 
 @pytest.fixture(scope="module")

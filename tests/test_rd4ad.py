@@ -4,10 +4,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import train_subset
 from scipy.ndimage import gaussian_filter
 
 from workshop_lib.cli import main
-from workshop_lib.data import AnomalyDataset, load_dataset
+from workshop_lib.data import load_dataset
 from workshop_lib.evaluate import Predictions, evaluate, read_results_csv
 from workshop_lib.maps import cosine_distance_map, gaussian_blur, split_tiles, stitch_tiles
 from workshop_lib.models import RD4AD, load_model
@@ -20,8 +21,7 @@ TINY = {"backbone": "mobilenet_v2", "weights": None, "batch_size": 4, "seed": 0}
 @pytest.fixture(scope="module")
 def washer32(synthetic_root):
     """8 training images at 32 px (the smallest size the network takes): seconds per epoch."""
-    full = load_dataset(synthetic_root, "washer", "train", resize=32, imagesize=32)
-    return AnomalyDataset(full.records[:8], "washer", resize=32, imagesize=32)
+    return train_subset(synthetic_root, "washer", 8, size=32)
 
 
 @pytest.fixture(scope="module")

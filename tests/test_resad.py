@@ -5,10 +5,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import train_subset
 from torch.utils.data import ConcatDataset, Subset
 
 from workshop_lib.cli import UsageError, main
-from workshop_lib.data import AnomalyDataset, load_dataset
+from workshop_lib.data import load_dataset
 from workshop_lib.evaluate import read_results_csv
 from workshop_lib.models import ResAD, load_model
 from workshop_lib.models.resad import (
@@ -35,10 +36,10 @@ TINY = {"backbone": "efficientnet_lite0", "weights": "imagenet", "coupling_layer
 def seen_train(root: Path, size: int = 64, per_class: int | None = None) -> ConcatDataset:
     parts = []
     for category in SEEN:
-        dataset = load_dataset(root, category, "train", resize=size, imagesize=size)
-        if per_class is not None:
-            dataset = AnomalyDataset(dataset.records[:per_class], category, resize=size, imagesize=size)
-        parts.append(dataset)
+        if per_class is None:
+            parts.append(load_dataset(root, category, "train", resize=size, imagesize=size))
+        else:
+            parts.append(train_subset(root, category, per_class, size))
     return ConcatDataset(parts)
 
 
