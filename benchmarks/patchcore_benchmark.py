@@ -66,14 +66,13 @@ def save_network(backbone: str, weights: str) -> tuple[str, Path]:
     return spec.architecture, path
 
 
-def seconds_per_image(forward, images: torch.Tensor) -> float:
-    """Mean time of ``forward`` on each image alone (batch 1), after one warm-up call."""
+def timed_per_image(forward, images: torch.Tensor) -> tuple[float, list]:
+    """Mean seconds of ``forward`` on each image alone (batch 1), after one warm-up call, and its outputs."""
     with torch.no_grad():
         forward(images[:1])
         started = time.perf_counter()
-        for image in images:
-            forward(image[None])
-    return (time.perf_counter() - started) / len(images)
+        outputs = [forward(image[None]) for image in images]
+    return (time.perf_counter() - started) / len(images), outputs
 
 
 def run_ours(tensors: Path, backbone: str, state_dict: Path, output: Path, coreset_ratio: float,
@@ -90,13 +89,13 @@ def run_ours(tensors: Path, backbone: str, state_dict: Path, output: Path, cores
     started = time.perf_counter()
     model.fit(train, progress=False)
     fit_seconds = time.perf_counter() - started
-    outputs = [model.predict(image[None]) for image in test]
-    whole_network = build_network(backbone_spec(backbone), str(state_dict), seed=0).eval()
+    infer_seconds, outputs = timed_per_image(model.predict, test)
     np.savez(output, scores=np.concatenate([o.image_scores for o in outputs]),
              maps=np.concatenate([o.anomaly_maps for o in outputs]))
-    return {"fit_s": fit_seconds, "infer_s_per_image": seconds_per_image(model.predict, test),
-            "backbone_s_per_image": seconds_per_image(model.extractor, test),
-            "whole_network_s_per_image": seconds_per_image(whole_network, test),
+    whole_network = build_network(backbone_spec(backbone), str(state_dict), seed=0).eval()
+    return {"fit_s": fit_seconds, "infer_s_per_image": infer_seconds,
+            "backbone_s_per_image": timed_per_image(model.extractor, test)[0],
+            "whole_network_s_per_image": timed_per_image(whole_network, test)[0],
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "memory_bank": int(model.memory_bank_.shape[0])}
 
