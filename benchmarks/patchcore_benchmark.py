@@ -102,7 +102,7 @@ def run_ours(tensors: Path, backbone: str, state_dict: Path, output: Path, cores
 
 def coreset_speed(n_points: int = 150_000, dim: int = 1024, n_select: int = 1500) -> float:
     """Points selected per second by our greedy coreset at N points (random features, 128-dim projection)."""
-    from workshop_lib.models.patchcore import greedy_coreset_indices
+    from workshop_lib.models.components.coreset import greedy_coreset_indices
 
     features = torch.randn(n_points, dim, generator=torch.Generator().manual_seed(0))
     started = time.perf_counter()

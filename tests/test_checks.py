@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 
 from workshop_lib import checks
-from workshop_lib.evaluate import Predictions, per_image_table
 from workshop_lib.metrics import f1_optimal_threshold
+from workshop_lib.predictions import Predictions, per_image_table
 
 
 def predictions():

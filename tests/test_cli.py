@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 from conftest import REPO
 
-from workshop_lib.cli import UsageError, main
-from workshop_lib.evaluate import Predictions
+from workshop_lib.cli import main
+from workshop_lib.errors import UsageError
+from workshop_lib.predictions import Predictions
 
 # End to end with real ImageNet features (the bundled EfficientNet-Lite0), at CI size.
 TRAIN = ["patchcore", "train", "--log_project", "proj", "--log_group", "run", "--save_patchcore_model",
@@ -30,8 +31,9 @@ def test_train_then_evaluate_end_to_end(synthetic_root, tmp_path):
     assert predictions.anomaly_maps.shape[1:] == (64, 64) and len(predictions) == 25
     assert table.loc["Mean", "instance_auroc"] > 0.6 and table.loc["Mean", "full_pixel_auroc"] > 0.7
 
-    evaluated = main(["patchcore", "evaluate", str(tmp_path / "eval"), "-p", str(run / "models" / "mvtec_washer"),
-                      "-p", str(run / "models" / "mvtec_tile"), "-d", "washer", "-d", "tile",
+    evaluated = main(["patchcore", "evaluate", str(tmp_path / "eval"),
+                      "--model_path", str(run / "models" / "mvtec_washer"),
+                      "--model_path", str(run / "models" / "mvtec_tile"), "-d", "washer", "-d", "tile",
                       "--resize", "64", "--imagesize", "64", "--data_path", str(synthetic_root)])
     again = pd.read_csv(tmp_path / "eval" / "results.csv", index_col="Row Names")
     pd.testing.assert_frame_equal(again, table)  # loading a saved model reproduces the training-time numbers
@@ -46,8 +48,8 @@ def test_usage_errors_raise_instead_of_exiting(synthetic_root, tmp_path):
     with pytest.raises(UsageError, match="required: --data_path"):
         main(["patchcore", "train", str(tmp_path), "-d", "tile"])
     with pytest.raises(UsageError, match="one model path per category"):
-        main(["patchcore", "evaluate", str(tmp_path), "-p", "a", "-p", "b", "-d", "x", "-d", "y", "-d", "z",
-              "--data_path", str(synthetic_root)])
+        main(["patchcore", "evaluate", str(tmp_path), "--model_path", "a", "--model_path", "b",
+              "-d", "x", "-d", "y", "-d", "z", "--data_path", str(synthetic_root)])
 
 
 def test_duplicate_categories_are_refused(synthetic_root, tmp_path):

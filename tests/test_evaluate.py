@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from workshop_lib.evaluate import Predictions, create_run_folder, read_results_csv, write_results_csv
+from workshop_lib.predictions import Predictions, read_results_csv, write_results_csv
+from workshop_lib.runs import create_run_folder
 
 
 def make_predictions(n=4, size=8):

@@ -7,25 +7,24 @@ import pytest
 import torch
 from helpers import make_mvtec_category, write_image
 
+from workshop_lib.cli import main
 from workshop_lib.data import make_synthetic_aebad
-from workshop_lib.fewshot import (
+from workshop_lib.models.base import AnomalyModel, ModelOutput
+from workshop_lib.plotting import plot_fewshot_decay, save_figure
+from workshop_lib.studies.fewshot import (
     DEFAULT_TIERS,
     MANIFEST,
     Study,
     add_domain_mean,
     collect,
-    main,
     merge_tables,
-    parse_mmr_log,
     prepare_subset,
-    read_mmr_logs,
     run_study,
     shots_for,
     summarize,
     write_slurm_scripts,
 )
-from workshop_lib.models.base import AnomalyModel, ModelOutput
-from workshop_lib.plotting import plot_fewshot_decay, save_figure
+from workshop_lib.studies.mmr_logs import parse_mmr_log, read_mmr_logs
 
 FOLDER_SIZES = {"background": 40, "illumination": 7, "view": 3}
 
@@ -110,14 +109,15 @@ def test_mmr_log_parser_reads_the_original_format(tmp_path):
     rows = parse_mmr_log(MMR_LOG)
     assert [(r["domain"], r["tier"], r["seed"], r["shots"], r["category"]) for r in rows] == [
         ("same", 5.0, 12345, 25, "aebad_S_AeBAD_S"), ("view", 5.0, 12345, 25, "aebad_S_AeBAD_S")]
-    assert rows[0]["image_auroc"] == pytest.approx(0.856) and rows[0]["pixel_auroc"] == pytest.approx(0.93254206)
-    assert rows[1]["aupro"] == pytest.approx(0.875) and rows[0]["method"] == "MMR"
+    assert rows[0]["instance_auroc"] == pytest.approx(0.856)
+    assert rows[0]["full_pixel_auroc"] == pytest.approx(0.93254206)
+    assert rows[1]["full_pro"] == pytest.approx(0.875) and rows[0]["method"] == "MMR"
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "DATASET_aebad_S_METHOD_MMR_RNG_SEED_12345_TIME_2024_05_02_10_11.log").write_text(MMR_LOG)
     table = read_mmr_logs(tmp_path / "logs")
     assert len(table) == 2 and np.isnan(table["fit_seconds"]).all()
     mean = add_domain_mean(table).query("domain == 'mean'")
-    assert mean["image_auroc"].item() == pytest.approx(0.8235)
+    assert mean["instance_auroc"].item() == pytest.approx(0.8235)
 
 
 class StubModel(AnomalyModel):
@@ -170,12 +170,12 @@ def test_study_rows_and_resume_without_rerunning(synthetic_aebad, tmp_path):
     assert len(StubModel.fits) == 4  # only the two unfinished runs were fitted
     assert all(p.stat().st_mtime_ns == t for p, t in finished.items())
     assert run_study(study, make_model=StubModel).equals(table) and len(StubModel.fits) == 4
-    assert list(table.columns) == ["method", "category", "tier", "seed", "shots", "domain", "image_auroc",
-                                   "pixel_auroc", "aupro", "fit_seconds"]
+    assert list(table.columns) == ["method", "category", "tier", "seed", "shots", "domain", "instance_auroc",
+                                   "full_pixel_auroc", "full_pro", "fit_seconds"]
     assert len(table) == 4 * 4  # 2 tiers x 2 seeds x 4 domains
     assert set(table["domain"]) == {"same", "background", "illumination", "view"}
     assert dict(table.groupby("tier")["shots"].first()) == {50: 3, 100: 6}  # 1 of 2 per domain at 50 %
-    assert table["image_auroc"].between(0, 1).all() and (table["method"] == "stub").all()
+    assert table["instance_auroc"].between(0, 1).all() and (table["method"] == "stub").all()
     merged = merge_tables(table, read_mmr_logs_from_text(tmp_path))
     assert set(merged["method"]) == {"stub", "MMR"} and len(merged) == len(table) + 2
     summary = summarize(add_domain_mean(table))
@@ -221,16 +221,16 @@ def test_slurm_scripts_are_valid_bash_and_name_every_run_once(synthetic_aebad, t
 
 def test_command_line_prepare_slurm_collect(synthetic_aebad, tmp_path, capsys):
     folder = tmp_path / "study"
-    subsets = main(["prepare", str(folder), "--data_root", str(synthetic_aebad), "-d", "washer", "--layout",
+    subsets = main(["fewshot", "prepare", str(folder), "--data_root", str(synthetic_aebad), "-d", "washer", "--layout",
                     "aebad_s", "--model_kwargs", '{"backbone": "resnet18", "weights": null}', "--tiers", "10",
                     "50", "--seeds", "0", "--resize", "64", "--imagesize", "64"])
     assert [p.parent.name for p in subsets] == ["10_percent_0_seed", "50_percent_0_seed"]
     study = Study.load(folder)
     assert study.tiers == [10, 50] and study.model_kwargs == {"backbone": "resnet18", "weights": None}
-    scripts = main(["slurm", str(folder), "--halves"])
+    scripts = main(["fewshot", "slurm", str(folder), "--halves"])
     assert [p.name for p in scripts] == ["runs.txt", "fewshot_half1.sh", "fewshot_half2.sh"]
     (tmp_path / "mmr.log").write_text(MMR_LOG)
-    table = main(["collect", str(folder), "--mmr_logs", str(tmp_path / "mmr.log"), "--output",
+    table = main(["fewshot", "collect", str(folder), "--mmr_logs", str(tmp_path / "mmr.log"), "--output",
                   str(tmp_path / "all.csv")])
     assert len(table) == 2 and len(pd.read_csv(tmp_path / "all.csv")) == 2
     assert "mean" in capsys.readouterr().out

@@ -11,18 +11,19 @@ from safetensors.torch import load_file
 from workshop_lib.cli import main
 from workshop_lib.data import load_dataset
 from workshop_lib.errors import ModelFileError, WeightsUnavailableError
-from workshop_lib.evaluate import Predictions, evaluate, read_results_csv
+from workshop_lib.evaluation import evaluate
 from workshop_lib.models import MAELoRA, load_model
+from workshop_lib.models.components.vit import sincos_pos_embed
 from workshop_lib.models.mae_lora import (
     ARCHITECTURES,
     MaskedAutoencoder,
     inference_masks,
     patch_grid,
     patchify,
-    sincos_pos_embed,
     unpatchify,
     warmup_cosine,
 )
+from workshop_lib.predictions import Predictions, read_results_csv
 from workshop_lib.training import CHECKPOINT_FILE
 
 MICRO = {"architecture": "vit_micro", "patch_size": 8, "batch_size": 4, "seed": 0}
@@ -256,8 +257,9 @@ def test_cli_train_and_evaluate(synthetic_root, tmp_path):
     assert predictions.anomaly_maps.shape == (25, 64, 64)
     model = load_model(run / "models" / "mvtec_washer")
     assert (model.lora_rank, model.norm_pix_loss, model.smoothing_sigma, model.batch_size) == (2, False, 2.0, 8)
-    evaluated = main(["mae-lora", "evaluate", str(tmp_path / "evaluated"), "-p", str(run / "models" / "mvtec_washer"),
-                      "-d", "washer", "--data_path", str(synthetic_root), "--resize", "64", "--imagesize", "64"])
+    evaluated = main(["mae-lora", "evaluate", str(tmp_path / "evaluated"),
+                      "--model_path", str(run / "models" / "mvtec_washer"), "-d", "washer",
+                      "--data_path", str(synthetic_root), "--resize", "64", "--imagesize", "64"])
     assert evaluated["results"]["mvtec_washer"]["instance_auroc"] == result["results"]["mvtec_washer"]["instance_auroc"]
     assert list(read_results_csv(tmp_path / "evaluated" / "results.csv").index) == ["mvtec_washer", "Mean"]
 

@@ -16,9 +16,11 @@ from helpers import train_subset
 from workshop_lib.cli import main
 from workshop_lib.data import load_dataset, make_synthetic_aebad
 from workshop_lib.errors import WeightsUnavailableError
-from workshop_lib.evaluate import evaluate, read_results_csv
+from workshop_lib.evaluation import evaluate
 from workshop_lib.models import MMR, load_model
-from workshop_lib.models.mmr import MaskedStudent, MMRNetwork, lr_factor, reconstruction_loss, sincos_pos_embed
+from workshop_lib.models.components.vit import sincos_pos_embed
+from workshop_lib.models.mmr import MaskedStudent, MMRNetwork, lr_factor, reconstruction_loss
+from workshop_lib.predictions import read_results_csv
 from workshop_lib.training import CHECKPOINT_FILE
 
 # The CI configuration: random-init ResNet-18 teacher (layers 1-3), ViT 192 x 2 blocks x 3 heads, patch 16, 64 px.
@@ -200,8 +202,9 @@ def test_cli_train_then_evaluate(synthetic_root, tmp_path):
     model = load_model(run / "models" / "mvtec_washer")
     assert isinstance(model, MMR) and model.embed_dim == 192 and model.batch_size == 8 and model.mask_ratio == 0.4
     table = read_results_csv(run / "results.csv")
-    evaluated = main(["mmr", "evaluate", str(tmp_path / "evaluated"), "-p", str(run / "models" / "mvtec_washer"),
-                      "-d", "washer", "--data_path", str(synthetic_root), "--resize", "64", "--imagesize", "64"])
+    evaluated = main(["mmr", "evaluate", str(tmp_path / "evaluated"),
+                      "--model_path", str(run / "models" / "mvtec_washer"), "-d", "washer",
+                      "--data_path", str(synthetic_root), "--resize", "64", "--imagesize", "64"])
     assert evaluated["results"]["mvtec_washer"]["instance_auroc"] == pytest.approx(
         table.loc["mvtec_washer", "instance_auroc"], abs=1e-6)
 

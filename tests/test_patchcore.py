@@ -1,4 +1,3 @@
-import argparse
 
 import numpy as np
 import pytest
@@ -7,9 +6,10 @@ import torch.nn.functional as F
 
 from workshop_lib.data import load_dataset
 from workshop_lib.errors import ModelFileError
-from workshop_lib.evaluate import evaluate
+from workshop_lib.evaluation import evaluate
 from workshop_lib.models import PatchCore, load_model
-from workshop_lib.models.patchcore import average_pool, greedy_coreset_indices, neighbourhood_pool
+from workshop_lib.models.components.coreset import greedy_coreset_indices
+from workshop_lib.models.patchcore import average_pool, neighbourhood_pool
 
 TINY = {"backbone": "resnet18", "weights": None, "pretrain_embed_dimension": 64, "target_embed_dimension": 32}
 
@@ -133,14 +133,3 @@ def test_no_projection_keeps_every_channel_as_anomalib(washer):
     # a projection at one stage only: each layer keeps its channels, then the concatenation is pooled
     pooled, _ = PatchCore(**{**TINY, "pretrain_embed_dimension": None, "target_embed_dimension": 96}).embed(images)
     torch.testing.assert_close(pooled, average_pool(features, 96), rtol=1e-5, atol=1e-6)
-
-
-def test_embed_dimension_flags_accept_none():
-    parser = argparse.ArgumentParser()
-    PatchCore.add_arguments(parser)
-    args = parser.parse_args(["--pretrain_embed_dimension", "none", "--target_embed_dimension", "512"])
-    assert (args.pretrain_embed_dimension, args.target_embed_dimension) == (None, 512)
-    assert parser.parse_args(["--target_embed_dimension", str(None)]).target_embed_dimension is None  # work/utils.py
-    for bad in ("0", "-3", "big"):
-        with pytest.raises(SystemExit):
-            parser.parse_args(["--target_embed_dimension", bad])

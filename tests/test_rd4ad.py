@@ -9,11 +9,13 @@ from scipy.ndimage import gaussian_filter
 
 from workshop_lib.cli import main
 from workshop_lib.data import load_dataset
-from workshop_lib.evaluate import Predictions, evaluate, read_results_csv
+from workshop_lib.evaluation import evaluate
+from workshop_lib.exports.rd4ad import onnx_difference
 from workshop_lib.maps import cosine_distance_map, gaussian_blur, split_tiles, stitch_tiles
 from workshop_lib.models import RD4AD, load_model
-from workshop_lib.models.rd4ad import RD4ADNetwork, count_parameters, distillation_loss, onnx_difference
-from workshop_lib.training import CHECKPOINT_FILE
+from workshop_lib.models.rd4ad import RD4ADNetwork, distillation_loss
+from workshop_lib.predictions import Predictions, read_results_csv
+from workshop_lib.training import CHECKPOINT_FILE, count_parameters
 
 TINY = {"backbone": "mobilenet_v2", "weights": None, "batch_size": 4, "seed": 0}
 
@@ -77,7 +79,7 @@ def test_patches_stitch_back_exactly():
     expected = gaussian_blur(torch.cat([torch.cat(raw[:2], 1), torch.cat(raw[2:], 1)], 0)[None])
     torch.testing.assert_close(maps, expected, atol=1e-6, rtol=1e-5)
     with pytest.raises(ValueError, match=r"96 \(width\)"):
-        RD4AD("resnet18", weights=None, patches_per_row=3).network(torch.zeros(1, 3, 64, 64))
+        RD4AD("resnet18", weights=None, tile_columns=3).network(torch.zeros(1, 3, 64, 64))
 
 
 def test_resume_continues_from_the_saved_epoch(washer32, tmp_path):
@@ -168,9 +170,9 @@ def test_cli_train_evaluate_fps_export(synthetic_root, tmp_path):
     predictions = Predictions.load(run / "predictions" / "mvtec_washer.npz")
     assert predictions.anomaly_maps.shape == (25, 64, 64) and predictions.calibrated_scores.shape == (25,)
     model_path = run / "models" / "mvtec_washer"
-    assert load_model(model_path).patches_per_row == 2
+    assert load_model(model_path).tile_columns == 2
 
-    evaluated = main(["rd4ad", "evaluate", str(tmp_path / "evaluated"), "-p", str(model_path), "-d", "washer",
+    evaluated = main(["rd4ad", "evaluate", str(tmp_path / "evaluated"), "--model_path", str(model_path), "-d", "washer",
                       "--data_path", str(synthetic_root), "--resize", "64", "--imagesize", "64"])
     assert evaluated["results"]["mvtec_washer"]["instance_auroc"] == result["results"]["mvtec_washer"]["instance_auroc"]
 

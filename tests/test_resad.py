@@ -8,23 +8,22 @@ import torch
 from helpers import train_subset
 from torch.utils.data import ConcatDataset, Subset
 
-from workshop_lib.cli import UsageError, main
+from workshop_lib.cli import main
 from workshop_lib.data import load_dataset
-from workshop_lib.evaluate import read_results_csv
+from workshop_lib.data.references import category_indices, reference_images, reference_indices
+from workshop_lib.errors import UsageError
 from workshop_lib.models import ResAD, load_model
 from workshop_lib.models.resad import (
     build_flow,
-    category_indices,
-    evaluate_shots,
     flow_log_likelihood,
     flow_loss,
     hypersphere_loss,
     match_references,
     position_encoding,
-    reference_images,
-    reference_indices,
     residual_features,
 )
+from workshop_lib.predictions import read_results_csv
+from workshop_lib.studies.shots import evaluate_shots
 from workshop_lib.training import CHECKPOINT_FILE
 
 SEEN, UNSEEN = ("weave", "wood", "washer"), ("tile", "capsule")
@@ -252,8 +251,8 @@ def test_cli_trains_on_seen_and_evaluates_unseen_at_every_shot(synthetic_root, t
     assert (run / "checkpoints" / CHECKPOINT_FILE).is_file()  # a checkpoint by default (upstream never saved one)
     assert json.loads((run / "fit_seconds.json").read_text())["resad_custom"] > 0
     model = run / "models" / "resad_custom"
-    evaluated = main(["resad", "evaluate", str(tmp_path / "evaluated"), *common, "-d", "tile", "-p", str(model),
-                      "--shots", "2"])
+    evaluated = main(["resad", "evaluate", str(tmp_path / "evaluated"), *common, "-d", "tile",
+                      "--model_path", str(model), "--shots", "2"])
     again = evaluated["results"].iloc[0]
     first = table[(table.category == "tile") & (table.shots == 2)].iloc[0]
     assert again["instance_auroc"] == pytest.approx(first["instance_auroc"])
@@ -264,7 +263,7 @@ def test_cli_trains_on_seen_and_evaluates_unseen_at_every_shot(synthetic_root, t
         main(["resad", "train", str(tmp_path), *common, "-d", "all", "--setting", "mvtec_to_visa",
               "--dataset", "btad"])
     with pytest.raises(ValueError, match="seen"):
-        main(["resad", "evaluate", str(tmp_path / "bad"), *common, "-d", "weave", "-p", str(model)])
+        main(["resad", "evaluate", str(tmp_path / "bad"), *common, "-d", "weave", "--model_path", str(model)])
 
 
 @pytest.mark.slow

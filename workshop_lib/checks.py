@@ -5,8 +5,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .evaluate import Predictions, per_image_table
+from .data.source import run_name
 from .metrics import f1_optimal_threshold
+from .predictions import Predictions, per_image_table
 
 
 def report(ok: bool, success: str, failure: str) -> bool:
@@ -14,9 +15,9 @@ def report(ok: bool, success: str, failure: str) -> bool:
     return ok
 
 
-def check_results_table(results: pd.DataFrame, categories: Sequence[str]) -> bool:
+def check_results_table(results: pd.DataFrame, categories: Sequence[str], dataset: str = "mvtec") -> bool:
     """Task 2: a results.csv table with one row per category, a Mean row and AUROCs in [0, 1]."""
-    expected = {f"mvtec_{c}" for c in categories} | {"Mean"}
+    expected = {run_name(dataset, c) for c in categories} | {"Mean"}
     values = results[["instance_auroc", "full_pixel_auroc"]].to_numpy()
     ok = expected <= set(results.index) and bool(np.all((values >= 0) & (values <= 1)))
     return report(ok, "results table has every category and the Mean row",
@@ -37,12 +38,14 @@ def check_image_threshold(predictions: Predictions, threshold: float) -> bool:
                   f"{threshold:.4g} is not the F1-optimal image threshold")
 
 
-def check_extreme_category(results: pd.DataFrame, metric: str, answer: str, worst: bool = True) -> bool:
-    """Tasks 5/6: the category with the lowest (worst) or highest (best) value of ``metric``."""
+def check_extreme_category(results: pd.DataFrame, metric: str, answer: str, worst: bool = True,
+                           dataset: str = "mvtec") -> bool:
+    """Tasks 5/6: the category (or its results row) with the lowest (worst) or highest (best) value of ``metric``."""
     table = results.drop(index="Mean", errors="ignore")[metric]
     expected = table.idxmin() if worst else table.idxmax()
     which = "worst" if worst else "best"
-    return report(answer in (expected, expected.removeprefix("mvtec_")), f"{answer} is the {which} by {metric}",
+    answers = (expected, expected.removeprefix(run_name(dataset, "")))
+    return report(answer in answers, f"{answer} is the {which} by {metric}",
                   f"{answer} is not the {which} category by {metric}")
 
 

@@ -15,3 +15,7 @@ class WeightsUnavailableError(WorkshopError, RuntimeError):
 
 class ModelFileError(WorkshopError, ValueError):
     """A saved model folder is missing, incomplete or was written by another method."""
+
+
+class UsageError(WorkshopError, ValueError):
+    """A wrong command line or argument combination; the message says which flag and what to pass instead."""

@@ -15,18 +15,17 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import FormatStrFormatter, NullLocator
 from PIL import Image
+from torchvision.transforms import v2 as T
 
-from .evaluate import Predictions
+from .data.layouts import discover_records, list_categories
+from .data.transforms import to_rgb
+from .predictions import Predictions
 
 NORMAL_COLOR, ANOMALY_COLOR, THRESHOLD_COLOR = "tab:blue", "tab:red", "black"
 
 
 def load_display_image(path: str, size: tuple[int, int], resize: int | None = None) -> np.ndarray:
     """The test image as the model saw it (shorter side resized, centre-cropped), as an RGB array."""
-    from torchvision.transforms import v2 as T
-
-    from .data.transforms import to_rgb
-
     with Image.open(path) as image:
         image = to_rgb(image)
         image = T.Resize(resize or max(size))(image)
@@ -164,9 +163,9 @@ def plot_classwise_bars(table: pd.DataFrame, metric: str, label: str = "category
     return fig
 
 
-def plot_fewshot_decay(table: pd.DataFrame, metric: str = "image_auroc", x: str = "shots", log_x: bool = True,
+def plot_fewshot_decay(table: pd.DataFrame, metric: str = "instance_auroc", x: str = "shots", log_x: bool = True,
                        title: str = "") -> plt.Figure:
-    """A few-shot study's table (workshop_lib.fewshot.collect): ``metric`` vs ``x`` (shots or tier), one panel per
+    """A few-shot study's table (studies.fewshot.collect): ``metric`` vs ``x`` (shots or tier), one panel per
     domain, one line per method, mean +- std over seeds, so methods compare at equal training data."""
     domains = list(dict.fromkeys(table["domain"]))
     columns = min(3, len(domains))
@@ -185,6 +184,72 @@ def plot_fewshot_decay(table: pd.DataFrame, metric: str = "image_auroc", x: str 
     fig.suptitle(title or f"{metric} vs {x} (mean +- std over seeds)")
     fig.tight_layout()
     return fig
+
+
+def plot_losses(curves: dict[str, Sequence[float]], ylabel: str = "loss", title: str = "",
+                log_y: bool = False) -> plt.Figure:
+    """Training loss per epoch, one line per run (e.g. per category), from the models' ``losses_``."""
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for name, losses in curves.items():
+        ax.plot(range(1, len(losses) + 1), losses, marker="o" if len(losses) <= 50 else None, label=name)
+    ax.set(xlabel="epoch", ylabel=ylabel, title=title, yscale="log" if log_y else "linear")
+    if len(curves) > 1:
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def show_images(panels: Sequence[tuple], columns: int | None = None, title: str = "",
+                size: float = 3.2) -> plt.Figure:
+    """A grid of pictures: ``panels`` are (picture, title) or (picture, title, colormap) with pictures as arrays
+    or tensors ((H, W) or (H, W, 3)); ``columns`` per row (default: all in one row)."""
+    columns = columns or len(panels)
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(size * columns, size * rows), squeeze=False)
+    for ax, (picture, label, *cmap) in zip(axes.flat, panels, strict=False):
+        ax.imshow(np.asarray(picture.cpu() if hasattr(picture, "cpu") else picture), cmap=cmap[0] if cmap else None)
+        ax.set_title(label, fontsize=9)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_calibrated_scores(predictions: Predictions, borderline: float) -> plt.Figure:
+    """Raw image scores with the calibration's borderline beside the calibrated scores (0 to 1) with 0.5."""
+    anomalous = predictions.labels.astype(bool)
+    fig, (raw_ax, calibrated_ax) = plt.subplots(1, 2, figsize=(13, 4.5))
+    score_histogram(predictions.image_scores[~anomalous], predictions.image_scores[anomalous], None,
+                    f"{predictions.category}: raw image scores", "image score", raw_ax, bins=20)
+    raw_ax.axvline(borderline, color=THRESHOLD_COLOR, linestyle="--", label="borderline")
+    calibrated = predictions.calibrated_scores
+    score_histogram(calibrated[~anomalous], calibrated[anomalous], None, f"{predictions.category}: calibrated scores",
+                    "calibrated score", calibrated_ax, bins=np.linspace(0, 1, 21))
+    calibrated_ax.axvline(0.5, color=THRESHOLD_COLOR, linestyle="--", label="borderline 0.5")
+    for ax in (raw_ax, calibrated_ax):
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_dataset_examples(root: str | Path, layout: str = "mvtec",
+                          categories: Sequence[str] | None = None) -> plt.Figure:
+    """One row per category: a good test image, a defective one and its mask, as they are on disk."""
+    panels = []
+    for category in categories or list_categories(root, layout):
+        records = discover_records(root, category, "test", layout)
+        good = next(r for r in records if r.label == 0)
+        bad = next(r for r in records if r.label == 1)
+        with Image.open(good.path) as normal, Image.open(bad.path) as defective:
+            panels += [(np.asarray(to_rgb(normal)), f"{category}: good"),
+                       (np.asarray(to_rgb(defective)), f"{category}: {bad.defect_type}")]
+        if bad.mask_path is None:
+            panels.append((np.zeros((8, 8)), "no mask", "gray"))
+        else:
+            with Image.open(bad.mask_path) as mask:
+                panels.append((np.asarray(mask.convert("L")), "mask", "gray"))
+    return show_images(panels, columns=3, size=3.0)
 
 
 def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 100) -> Path:

@@ -18,7 +18,6 @@ import nbformat
 from .io import atomic_file
 
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
-TODO = "# TODO"
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
@@ -53,14 +52,6 @@ def student_version(solution: nbformat.NotebookNode, name: str = "") -> nbformat
         cell.get("metadata", {}).pop("execution", None)
     student.metadata["workshop"] = {"version": "student", "generated_from": f"solutions/{name}"}
     return student
-
-
-def first_todo_cell(notebook: nbformat.NotebookNode) -> int:
-    """Index of the first code cell with a TODO (the cells before it must run as they are)."""
-    for index, cell in enumerate(notebook.cells):
-        if cell.cell_type == "code" and TODO in cell.source:
-            return index
-    return len(notebook.cells)
 
 
 def render(notebook: nbformat.NotebookNode) -> str:

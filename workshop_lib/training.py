@@ -7,13 +7,13 @@ atomically to ``<checkpoint_dir>/last.pt`` and read back with ``weights_only=Tru
 random states restored, a resumed run continues exactly as an uninterrupted one would.
 """
 
-import argparse
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .io import atomic_file
@@ -21,19 +21,24 @@ from .io import atomic_file
 CHECKPOINT_FILE = "last.pt"
 
 
-def add_checkpoint_arguments(parser: argparse.ArgumentParser, every: int,
-                             where: str = "<checkpoint_dir>/<category>/last.pt") -> None:
-    """The trained methods' ``--checkpoint_dir``, ``--checkpoint_every`` and ``--resume`` flags."""
-    parser.add_argument("--checkpoint_dir", help=f"checkpoints go to {where}")
-    parser.add_argument("--checkpoint_every", type=int, default=every, help="epochs between checkpoints")
-    parser.add_argument("--resume", action="store_true", help=f"continue from {where}")
-
-
-def category_checkpoint_dir(checkpoint_dir: str | Path | None, category: str) -> Path | None:
-    """``<checkpoint_dir>/<category>``: one folder per category, so a multi-category run resumes each one."""
+def checkpoint_folder(checkpoint_dir: str | Path | None, dataset: Dataset) -> Path | None:
+    """``<checkpoint_dir>/<category>`` of the dataset's category: one folder per category, so a multi-category run
+    resumes each one; ``checkpoint_dir`` itself for a dataset without one (ResAD's several classes)."""
     if checkpoint_dir is None:
         return None
+    category = getattr(dataset, "category", "")
     return Path(checkpoint_dir) / category if category else Path(checkpoint_dir)
+
+
+def shuffled_loader(dataset: Dataset, batch_size: int, seed: int) -> tuple[DataLoader, torch.Generator]:
+    """A shuffling DataLoader and its seeded generator (checkpointed, so a resumed run shuffles as before)."""
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator), generator
+
+
+def count_parameters(module: nn.Module, trainable: bool = True) -> int:
+    """Parameters that train (``trainable=True``) or stay frozen."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad == trainable)
 
 
 def random_states(generators: Sequence[torch.Generator]) -> dict[str, Any]:

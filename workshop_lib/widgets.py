@@ -9,7 +9,7 @@ from IPython.display import display
 from PIL import Image
 
 from .data.layouts import discover_records, list_categories
-from .evaluate import Predictions
+from .predictions import Predictions
 
 
 def pixel_precision_recall(predictions: Predictions, threshold: float) -> tuple[float, float]:

@@ -98,9 +98,11 @@ class AnomalyDataset(Dataset):
 
 
 def split_by_domain(dataset: AnomalyDataset) -> dict[str, AnomalyDataset]:
-    """The dataset's images per domain (AeBAD's same, background, ...), sorted by name; empty for layouts
-    without domains."""
+    """The dataset's images per domain (AeBAD's same, background, ...), sorted by name; ``{"": dataset}`` for
+    layouts without domains."""
     domains = sorted({record.domain for record in dataset.records if record.domain})
+    if not domains:
+        return {"": dataset}
     return {domain: AnomalyDataset([r for r in dataset.records if r.domain == domain], dataset.category,
                                    resize=dataset.resize, imagesize=dataset.imagesize)
             for domain in domains}

@@ -249,3 +249,14 @@ def list_categories(root: str | Path, layout: str = "mvtec") -> list[str]:
             return sorted({row["object"] for row in csv.DictReader(handle)})
     marker = {"folder": GOOD}.get(layout, "train")
     return sorted(d.name for d in root.iterdir() if (d / marker).is_dir()) if root.is_dir() else []
+
+
+def summarize_dataset(root: str | Path, layout: str = "mvtec") -> list[dict]:
+    """One row per category: train (good) images, test good and defective images, and the defect types."""
+    rows = []
+    for category in list_categories(root, layout):
+        test = discover_records(root, category, "test", layout)
+        rows.append({"category": category, "train (good)": len(discover_records(root, category, "train", layout)),
+                     "test good": sum(r.label == 0 for r in test), "test defective": sum(r.label for r in test),
+                     "defect types": ", ".join(sorted({r.defect_type for r in test} - {GOOD}))})
+    return rows

@@ -245,7 +245,7 @@ def write_category(folder: Path, category: str, params: dict) -> None:
 
 # -- AeBAD-style domain shifts --------------------------------------------------------------------------------
 DOMAIN_SHIFTS = ("same", "background", "illumination", "view")
-TRAIN_DOMAINS = ("background", "illumination", "view")  # AeBAD-S's train sub-folders (METHODS.md 1.4)
+TRAIN_DOMAINS = ("background", "illumination", "view")  # AeBAD-S's train sub-folders (zhangzilongc/MMR)
 
 
 def new_surface(rng: np.random.Generator, size: int) -> np.ndarray:

@@ -5,7 +5,6 @@ ends with an underscore. ``save`` writes one folder: ``config.json`` (method nam
 learned values) and ``tensors.safetensors`` (learned tensors), so loading never unpickles arbitrary objects.
 """
 
-import argparse
 import inspect
 import json
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from torch.utils.data import Dataset
 
 from ..errors import ModelFileError
 from ..io import atomic_dir
@@ -36,21 +36,7 @@ class AnomalyModel:
     """Base class: subclasses implement fit, predict, learned_tensors and load_learned."""
 
     method: ClassVar[str] = ""
-    default_sizes: ClassVar[tuple[int, int]] = (256, 224)  # (resize, imagesize) of the CLI
-
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        """The method's own flags of ``python -m workshop_lib <method> train``."""
-        raise NotImplementedError
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "AnomalyModel":
-        """A model configured from the parsed flags of ``train``."""
-        raise NotImplementedError
-
-    @classmethod
-    def add_cli_actions(cls, actions: argparse._SubParsersAction) -> None:
-        """Extra sub-commands besides train/evaluate (e.g. export); none by default."""
+    default_sizes: ClassVar[tuple[int, int]] = (256, 224)  # (resize, imagesize): the method's test transform
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -61,6 +47,16 @@ class AnomalyModel:
         """The constructor arguments, read back from the attributes of the same name."""
         names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
         return {name: getattr(self, name) for name in names}
+
+    def training_image_size(self, dataset: Dataset) -> tuple[int, int]:
+        """(height, width) of the training images; an empty training set is an error that says what is needed."""
+        if len(dataset) == 0:
+            raise ValueError(f"The training dataset is empty: {type(self).__name__} needs normal images to learn from.")
+        return tuple(int(s) for s in dataset[0]["image"].shape[-2:])
+
+    def progress_label(self, dataset: Dataset) -> str:
+        """The progress bars' label: the method and the dataset's category."""
+        return f"{type(self).__name__} {getattr(dataset, 'category', '')}".strip()
 
     def is_fitted(self) -> bool:
         return any(k.endswith("_") and not k.startswith("_") for k in vars(self))
@@ -104,7 +100,7 @@ class AnomalyModel:
         if not config_file.is_file() or not tensors_file.is_file():
             raise ModelFileError(
                 f"{path} is not a saved model folder (expected {CONFIG_FILE} and {TENSORS_FILE}). "
-                "Train with --save_patchcore_model / model.save(path) first."
+                "Train with --save_model (or model.save(path)) first."
             )
         document = json.loads(config_file.read_text())
         model_cls = REGISTRY.get(document.get("method", ""))
@@ -113,29 +109,6 @@ class AnomalyModel:
         model = model_cls(**{**document["config"], **overrides})
         model.load_learned(load_file(str(tensors_file)), document.get("learned", {}))
         return model
-
-
-class TeacherStudentModel(AnomalyModel):
-    """A method whose ``network`` holds a frozen teacher and a trained ``student`` and maps images to (anomaly maps,
-    image scores): RD4AD and MMR. The student is what fit learns and save writes."""
-
-    @property
-    def network(self) -> torch.nn.Module:
-        raise NotImplementedError
-
-    @property
-    def torch_device(self) -> torch.device:
-        return next(self.network.student.parameters()).device
-
-    @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> ModelOutput:
-        """Image scores (N,) and anomaly maps (N, H, W) for a batch of normalised images (network in eval mode)."""
-        self.check_fitted()
-        maps, scores = self.network.eval()(images.to(self.torch_device))
-        return ModelOutput(scores.float().cpu().numpy(), maps.float().cpu().numpy())
-
-    def learned_tensors(self) -> dict[str, torch.Tensor]:
-        return dict(self.network.student.state_dict())
 
 
 def load_model(path: str | Path, **overrides: Any) -> AnomalyModel:

@@ -53,7 +53,6 @@ Bugs of the original, fixed here and tested in tests/test_mae_lora.py:
    is computed between the image and the correctly de-normalised reconstruction.
 """
 
-import argparse
 import math
 import warnings
 from collections.abc import Sequence
@@ -66,17 +65,18 @@ import numpy as np
 import torch
 from peft import LoraConfig, inject_adapter_in_model
 from timm.layers import PatchEmbed
-from timm.models.vision_transformer import Block
 from timm.optim import param_groups_weight_decay
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ..backbones import Weights, parse_weights, read_state_dict
 from ..device import resolve_device
 from ..errors import ModelFileError, WeightsUnavailableError
 from ..maps import gaussian_blur
-from ..training import add_checkpoint_arguments, category_checkpoint_dir, train_epochs
+from ..seeding import seeded
+from ..training import checkpoint_folder, count_parameters, shuffled_loader, train_epochs
 from .base import AnomalyModel, ModelOutput
+from .components.vit import init_mae_weights, layer_norm, sincos_pos_embed, vit_blocks
 
 NORM_PIX_EPS = 1e-6  # MAE's (var + 1e-6) ** 0.5
 LORA_TARGETS = r".*blocks\.\d+\.attn\.(qkv|proj)"  # not patch_embed.proj, which is a Conv2d outside the blocks
@@ -134,21 +134,6 @@ def inference_masks(rows: int, columns: int, count: int = 4) -> torch.Tensor:
     return torch.stack([index % count == i for i in range(count)])
 
 
-def sincos_pos_embed(dim: int, rows: int, columns: int) -> torch.Tensor:
-    """MAE's fixed 2-D sin-cos embedding (util/pos_embed.py), (rows * columns, dim): the first half encodes the
-    column index, the second the row index, each as [sin, cos] of ``pos / 10000 ** (i / (dim / 4))``."""
-    if dim % 4:
-        raise ValueError(f"embed dims must be divisible by 4 for sin-cos position embeddings, got {dim}")
-    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))
-    row, column = torch.meshgrid(torch.arange(rows), torch.arange(columns), indexing="ij")
-
-    def embed(position: torch.Tensor) -> torch.Tensor:
-        angles = position.flatten().double()[:, None] * omega[None]
-        return torch.cat([angles.sin(), angles.cos()], dim=1)
-
-    return torch.cat([embed(column), embed(row)], dim=1).float()
-
-
 def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
     """(N, 3, H, W) -> (N, L, p * p * 3), patches row-major, pixels (row, column, channel) as MAE."""
     n, c, h, w = images.shape
@@ -188,39 +173,23 @@ class MaskedAutoencoder(nn.Module):
         super().__init__()
         self.patch_size = patch_size
         self.grid = (int(image_size[0]) // patch_size, int(image_size[1]) // patch_size)
-        norm = partial(nn.LayerNorm, eps=1e-6)
         self.patch_embed = PatchEmbed(tuple(image_size), patch_size, 3, size.embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, size.embed_dim))
         self.register_buffer("pos_embed", sincos_pos_embed(size.embed_dim, *self.grid)[None], persistent=False)
-        self.blocks = nn.ModuleList([Block(size.embed_dim, size.num_heads, size.mlp_ratio, qkv_bias=True,
-                                           norm_layer=norm) for _ in range(size.depth)])
-        self.norm = norm(size.embed_dim)
+        self.blocks = vit_blocks(size.embed_dim, size.depth, size.num_heads, size.mlp_ratio)
+        self.norm = layer_norm(size.embed_dim)
         self.decoder_embed = nn.Linear(size.embed_dim, size.decoder_embed_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, size.decoder_embed_dim))
         self.register_buffer("decoder_pos_embed", sincos_pos_embed(size.decoder_embed_dim, *self.grid)[None],
                              persistent=False)
-        self.decoder_blocks = nn.ModuleList([Block(size.decoder_embed_dim, size.decoder_num_heads, size.mlp_ratio,
-                                                   qkv_bias=True, norm_layer=norm) for _ in range(size.decoder_depth)])
-        self.decoder_norm = norm(size.decoder_embed_dim)
+        self.decoder_blocks = vit_blocks(size.decoder_embed_dim, size.decoder_depth, size.decoder_num_heads,
+                                         size.mlp_ratio)
+        self.decoder_norm = layer_norm(size.decoder_embed_dim)
         self.decoder_pred = nn.Linear(size.decoder_embed_dim, patch_size * patch_size * 3)
-        self.initialize_weights()
-
-    def initialize_weights(self) -> None:
-        """MAE's init: xavier-uniform linear layers and patch embedding (as a linear map), zero biases, unit
-        LayerNorms, cls and mask tokens N(0, 0.02). The cls token's position embedding is zero, so omitted."""
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-        weight = self.patch_embed.proj.weight.data
-        nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
+        # MAE's init; the cls token's position embedding is zero, so omitted. The patch projection's bias is zeroed
+        # too (as this model always did).
+        init_mae_weights(self, self.patch_embed, (self.cls_token, self.mask_token))
         nn.init.zeros_(self.patch_embed.proj.bias)
-        nn.init.normal_(self.cls_token, std=0.02)
-        nn.init.normal_(self.mask_token, std=0.02)
 
     def encode(self, images: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """Images (N, 3, H, W) and visible patch indices (N, K) -> latents (N, 1 + K, D), cls first."""
@@ -296,10 +265,6 @@ def add_lora(network: MaskedAutoencoder, rank: int, alpha: float, trainable: str
         parameter.requires_grad = ("lora_" in name or not in_blocks
                                    or (trainable == "lora+decoder" and name.startswith("decoder_blocks.")))
     return network
-
-
-def count_parameters(module: nn.Module, trainable: bool = True) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad == trainable)
 
 
 def base_fingerprint(network: nn.Module) -> float:
@@ -382,46 +347,6 @@ class MAELoRA(AnomalyModel):
         self.seed = seed
         self._network: MaskedAutoencoder | None = None
 
-    # -- command line ------------------------------------------------------------------------------
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        """LucFrachon/mae-ad main_train.py's settings (defaults of the README command) plus the workshop's."""
-        parser.add_argument("--save_model", action="store_true", help="save each category's model under <run>/models/")
-        parser.add_argument("--architecture", "--model", dest="architecture", default="vit_large",
-                            choices=list(ARCHITECTURES), help="encoder/decoder size (original: vit_large)")
-        parser.add_argument("--patch_size", type=int, default=7, help="pixels per patch side (7: 32 x 32 at 224 px)")
-        parser.add_argument("--weights", "--pretrained", dest="weights", default="none",
-                            help="none (random init) or a local MAE checkpoint (.pth from facebookresearch/mae)")
-        parser.add_argument("--lora_rank", type=int, default=4)
-        parser.add_argument("--lora_alpha", type=float, default=1.0, help="LoRA scaling = alpha / rank (loralib: 1)")
-        parser.add_argument("--trainable", default="lora", choices=TRAINABLE_CHOICES,
-                            help="lora: adapters + patch embedding, tokens, norms, decoder embed/head "
-                                 "(original --freeze_non_lora); lora+decoder: also the decoder blocks")
-        parser.add_argument("--train_mask_ratio", type=float, default=0.75)
-        parser.add_argument("--norm_pix_loss", action=argparse.BooleanOptionalAction, default=True,
-                            help="per-patch normalised pixel targets")
-        parser.add_argument("--inference_masks", type=int, default=4, help="complementary masks at test time")
-        parser.add_argument("--smoothing_sigma", type=float, default=5.0, help="Gaussian sigma of the map (px)")
-        parser.add_argument("--epochs", type=int, default=400)
-        parser.add_argument("--lr", type=float, default=None, help="absolute learning rate; default blr * batch / 256")
-        parser.add_argument("--blr", type=float, default=1e-2, help="base learning rate")
-        parser.add_argument("--min_lr", type=float, default=0.0)
-        parser.add_argument("--warmup_epochs", type=int, default=40)
-        parser.add_argument("--weight_decay", type=float, default=0.001)
-        add_checkpoint_arguments(parser, every=50)
-        parser.set_defaults(batch_size=32)
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "MAELoRA":
-        return cls(architecture=args.architecture, patch_size=args.patch_size, weights=args.weights,
-                   lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, trainable=args.trainable,
-                   train_mask_ratio=args.train_mask_ratio, norm_pix_loss=args.norm_pix_loss,
-                   inference_masks=args.inference_masks, smoothing_sigma=args.smoothing_sigma, epochs=args.epochs,
-                   batch_size=args.batch_size, lr=args.lr, blr=args.blr, min_lr=args.min_lr,
-                   warmup_epochs=args.warmup_epochs, weight_decay=args.weight_decay,
-                   checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every, resume=args.resume,
-                   device=args.device, seed=args.seed)
-
     # -- network -----------------------------------------------------------------------------------
     def build_network(self, image_size: Sequence[int]) -> MaskedAutoencoder:
         """The seeded MAE (MAE weights loaded when a file is given) with LoRA, on the resolved device."""
@@ -433,8 +358,7 @@ class MAELoRA(AnomalyModel):
             raise WeightsUnavailableError("MAE + LoRA takes weights=None (random init) or a local MAE checkpoint "
                                           "file (e.g. mae_pretrain_vit_large.pth from facebookresearch/mae), "
                                           "not 'imagenet'.")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)  # base and adapters reproducible from the seed
+        with seeded(self.seed):  # base and adapters reproducible from the seed
             network = MaskedAutoencoder(ARCHITECTURES[self.architecture], image_size, self.patch_size)
             if weights is not None:
                 load_mae_weights(network, weights)
@@ -462,16 +386,13 @@ class MAELoRA(AnomalyModel):
     # -- fit ---------------------------------------------------------------------------------------
     def fit(self, dataset: Dataset, progress: bool = True) -> "MAELoRA":
         """Train the adapters (and heads) to rebuild randomly hidden patches of the normal training images."""
-        if len(dataset) == 0:
-            raise ValueError("The training dataset is empty: MAE + LoRA needs normal images to learn from.")
+        size = self.training_image_size(dataset)
         if not 0 <= self.warmup_epochs < self.epochs:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be in [0, epochs={self.epochs}): "
                              f"pass e.g. --warmup_epochs {self.epochs // 10}")
-        size = tuple(int(s) for s in dataset[0]["image"].shape[-2:])
         network = self.build_network(size)
         device = network.cls_token.device
-        shuffling = torch.Generator().manual_seed(self.seed)
-        loader = DataLoader(dataset, batch_size=self.batch_size, shuffle=True, generator=shuffling)
+        loader, shuffling = shuffled_loader(dataset, self.batch_size, self.seed)
         lr = self.learning_rate()
         optimizer = torch.optim.AdamW(param_groups_weight_decay(network, self.weight_decay), lr=lr, betas=(0.9, 0.95))
         steps = len(loader)
@@ -488,12 +409,10 @@ class MAELoRA(AnomalyModel):
                 prediction = network(images, keep).float()
             return self.masked_loss(images, prediction, keep)
 
-        category = getattr(dataset, "category", "")
-        checkpoints = category_checkpoint_dir(self.checkpoint_dir, category)
         self.losses_ = train_epochs(network, optimizer, lambda: loader, loss_of_batch, self.epochs, scheduler,
-                                    checkpoint_dir=checkpoints, checkpoint_every=self.checkpoint_every,
-                                    resume=self.resume, progress=progress,
-                                    description=f"MAE+LoRA {category}".strip(), generators=[shuffling, masking])
+                                    checkpoint_dir=checkpoint_folder(self.checkpoint_dir, dataset),
+                                    checkpoint_every=self.checkpoint_every, resume=self.resume, progress=progress,
+                                    description=self.progress_label(dataset), generators=[shuffling, masking])
         self.image_size_ = size
         self.base_fingerprint_ = base_fingerprint(network)
         self._network = network.eval()

@@ -49,10 +49,8 @@ Faithful to upstream unless noted (file references are to zhangzilongc/MMR):
   has none and hard-codes ``cuda:0``; here the device is chosen by ``device.resolve_device``.
 """
 
-import argparse
 import warnings
 from collections.abc import Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -60,27 +58,20 @@ import timm
 import torch
 import torch.nn.functional as F
 from timm.layers import LayerNorm2d, PatchEmbed
-from timm.models.vision_transformer import Block
 from timm.optim import param_groups_weight_decay
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision.transforms import v2 as T
 from torchvision.transforms.functional import InterpolationMode
 
-from ..backbones import (
-    BACKBONES,
-    MAE_VIT_BASE,
-    FeatureExtractor,
-    Weights,
-    backbone_spec,
-    parse_weights,
-    read_state_dict,
-)
+from ..backbones import MAE_VIT_BASE, Weights, parse_weights, read_state_dict
 from ..device import resolve_device
 from ..errors import WeightsUnavailableError
 from ..maps import cosine_distance_map, gaussian_blur
-from ..training import add_checkpoint_arguments, category_checkpoint_dir, train_epochs
-from .base import TeacherStudentModel
+from ..seeding import seeded
+from ..training import checkpoint_folder, shuffled_loader, train_epochs
+from .components.teacher import TeacherStudentModel, frozen_teacher
+from .components.vit import init_mae_weights, layer_norm, sincos_pos_embed, vit_blocks
 
 MAE_CHECKPOINT_URL = "https://dl.fbaipublicfiles.com/mae/visualize/mae_visualize_vit_base.pth"
 WEIGHTS_ADVICE = (f"Download MAE's checkpoint ({MAE_CHECKPOINT_URL}) and pass student_weights=<that file> "
@@ -91,22 +82,6 @@ UPSTREAM_EPOCHS, WARMUP_EPOCHS, DECAY_EPOCHS = 200, 50, (119, 159)  # mmr_adjust
 
 
 # -- network ---------------------------------------------------------------------------------------
-def sincos_pos_embed(dim: int, rows: int, columns: int) -> torch.Tensor:
-    """MAE's fixed 2-D sin-cos table (``models/MMR/utils.py::get_2d_sincos_pos_embed``) for a rows x columns grid,
-    row-major: the first half of the channels encodes the column, the second the row, as in MAE's checkpoints."""
-    if dim % 4:
-        raise ValueError(f"embed_dim must be a multiple of 4 for the 2-D sin-cos position table, got {dim}")
-    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))
-    row, column = torch.meshgrid(torch.arange(rows, dtype=torch.float64),
-                                 torch.arange(columns, dtype=torch.float64), indexing="ij")
-
-    def encode(positions: torch.Tensor) -> torch.Tensor:
-        angles = positions.reshape(-1, 1) * omega
-        return torch.cat([angles.sin(), angles.cos()], dim=1)
-
-    return torch.cat([encode(column), encode(row)], dim=1).float()
-
-
 def pyramid_branch(dim: int, scale: float, channels: int) -> nn.Sequential:
     """One level of the simple feature pyramid: tokens (dim, h, w) -> (channels, scale h, scale w)."""
     if scale == 4:
@@ -134,27 +109,12 @@ class MaskedStudent(nn.Module):
         self.patch_size = patch_size
         self.patch_embed = PatchEmbed(img_size=None, patch_size=patch_size, in_chans=3, embed_dim=embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        norm = partial(nn.LayerNorm, eps=1e-6)
-        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm)
-                                    for _ in range(depth))
-        self.norm = norm(embed_dim)
+        self.blocks = vit_blocks(embed_dim, depth, num_heads, mlp_ratio)
+        self.norm = layer_norm(embed_dim)
         self.fpn_mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pyramid = nn.ModuleList(pyramid_branch(embed_dim, patch_size / stride, c)
                                      for c, stride in zip(channels, strides, strict=True))
-        self.initialize()
-
-    def initialize(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        nn.init.xavier_uniform_(self.patch_embed.proj.weight.view(self.patch_embed.proj.weight.shape[0], -1))
-        nn.init.normal_(self.cls_token, std=0.02)
-        nn.init.normal_(self.fpn_mask_token, std=0.02)
+        init_mae_weights(self, self.patch_embed, (self.cls_token, self.fpn_mask_token))
 
     def forward(self, images: torch.Tensor, mask_ratio: float = 0.0) -> list[torch.Tensor]:
         """Normalised images (N, 3, H, W) -> one feature map per teacher level, ``mask_ratio`` of patches hidden."""
@@ -194,10 +154,8 @@ class MMRNetwork(nn.Module):
     def __init__(self, backbone: str, layers: Sequence[str] | None, weights: Weights, embed_dim: int, depth: int,
                  num_heads: int, patch_size: int, seed: int) -> None:
         super().__init__()
-        name = backbone_spec(backbone).name
-        self.teacher = FeatureExtractor(name, layers or backbone_spec(name).distillation_layers, weights, seed=seed)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        self.teacher = frozen_teacher(backbone, layers, weights, seed)
+        with seeded(seed):
             self.student = MaskedStudent(self.teacher.channels, self.teacher.strides, embed_dim, depth, num_heads,
                                          patch_size)
 
@@ -326,43 +284,6 @@ class MMR(TeacherStudentModel):
         self.seed = seed
         self._network: MMRNetwork | None = None
 
-    # -- command line ------------------------------------------------------------------------------
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        """zhangzilongc/MMR's MMR.yaml settings; tiny CI size: -b resnet18 --weights none --student_weights none
-        --embed_dim 192 --depth 2 --num_heads 3 --resize 64 --imagesize 64."""
-        parser.add_argument("--save_model", "--save_mmr_model", dest="save_model", action="store_true",
-                            help="save each category's model under <run>/models/")
-        parser.add_argument("-b", "--backbone", default="wide_resnet50_2", help="teacher: " + ", ".join(BACKBONES))
-        parser.add_argument("--layers", nargs="+", help="teacher layers (default: the backbone's layers 1-3)")
-        parser.add_argument("--weights", default="imagenet", help="teacher: imagenet, none (random) or a file path")
-        parser.add_argument("--student_weights", default="imagenet",
-                            help=f"imagenet (timm {MAE_VIT_BASE}), none (random init) or an MAE checkpoint file "
-                                 "such as mae_visualize_vit_base.pth")
-        parser.add_argument("--embed_dim", type=int, default=768, help="student ViT width (ViT-B: 768)")
-        parser.add_argument("--depth", type=int, default=12, help="student ViT blocks (ViT-B: 12)")
-        parser.add_argument("--num_heads", type=int, default=12, help="student ViT heads (ViT-B: 12)")
-        parser.add_argument("--patch_size", type=int, default=16)
-        parser.add_argument("--mask_ratio", type=float, default=0.4, help="fraction of patches hidden in training")
-        parser.add_argument("--epochs", type=int, default=200)
-        parser.add_argument("--lr", type=float, default=1e-3)
-        parser.add_argument("--betas", type=float, nargs=2, default=(0.9, 0.95), metavar=("BETA1", "BETA2"),
-                            help="AdamW betas")
-        parser.add_argument("--weight_decay", type=float, default=0.05)
-        parser.add_argument("--no_augment", dest="augment", action="store_false",
-                            help="no random resized crop / flip in training")
-        add_checkpoint_arguments(parser, every=10)
-        parser.set_defaults(batch_size=16)
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "MMR":
-        return cls(backbone=args.backbone, layers=args.layers, weights=args.weights,
-                   student_weights=args.student_weights, embed_dim=args.embed_dim, depth=args.depth,
-                   num_heads=args.num_heads, patch_size=args.patch_size, mask_ratio=args.mask_ratio,
-                   epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, betas=tuple(args.betas),
-                   weight_decay=args.weight_decay, augment=args.augment, checkpoint_dir=args.checkpoint_dir,
-                   checkpoint_every=args.checkpoint_every, resume=args.resume, device=args.device, seed=args.seed)
-
     # -- network -----------------------------------------------------------------------------------
     def build_network(self, student_weights: Weights) -> MMRNetwork:
         """Teacher and student on the resolved device, the student's encoder from ``student_weights``."""
@@ -383,15 +304,12 @@ class MMR(TeacherStudentModel):
     # -- fit ---------------------------------------------------------------------------------------
     def fit(self, dataset: Dataset, progress: bool = True) -> "MMR":
         """Train the student to rebuild the teacher's features of normal images from masked views."""
-        if len(dataset) == 0:
-            raise ValueError("The training dataset is empty: MMR needs normal images to learn from.")
+        size = self.training_image_size(dataset)
         if not 0 <= self.mask_ratio < 1:
             raise ValueError(f"mask_ratio must be in [0, 1) (upstream trains with 0.4), got {self.mask_ratio}")
-        size = tuple(int(s) for s in dataset[0]["image"].shape[-2:])
         self._network = None
         network, device = self.network, self.torch_device
-        shuffling = torch.Generator().manual_seed(self.seed)
-        loader = DataLoader(dataset, batch_size=self.batch_size, shuffle=True, generator=shuffling)
+        loader, shuffling = shuffled_loader(dataset, self.batch_size, self.seed)
         optimizer = torch.optim.AdamW(param_groups_weight_decay(network.student, self.weight_decay), lr=self.lr,
                                       betas=tuple(self.betas))
         steps = len(loader)
@@ -404,15 +322,13 @@ class MMR(TeacherStudentModel):
                 images = torch.stack([augment(image) for image in images])
             return reconstruction_loss(*network.distill(images, self.mask_ratio))
 
-        category = getattr(dataset, "category", "")
-        checkpoints = category_checkpoint_dir(self.checkpoint_dir, category)
+        checkpoints = checkpoint_folder(self.checkpoint_dir, dataset)
         # masking noise and crops come from torch's global RNG: seed it here, leave the caller's state as it was
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(self.seed)
+        with seeded(self.seed, devices=[device]):
             self.losses_ = train_epochs(network.student, optimizer, lambda: loader, loss_of_batch, self.epochs,
                                         scheduler=scheduler, checkpoint_dir=checkpoints,
                                         checkpoint_every=self.checkpoint_every, resume=self.resume,
-                                        progress=progress, description=f"MMR {category}".strip(),
+                                        progress=progress, description=self.progress_label(dataset),
                                         generators=[shuffling])
         self.image_size_ = size
         return self

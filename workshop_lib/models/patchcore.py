@@ -22,10 +22,10 @@ Faithful to amazon-science/patchcore-inspection (commit fcaa92f) unless noted:
   ``s = (1 - softmax(||m_test - m||, m in {m*} + N_b(m*))[0]) * s*`` with ``b = reweight_neighbors``
   (not implemented upstream, maintainer in issue #12).
 - anomaly map: patch scores on the first layer's grid, bilinear upsampling (``align_corners=False``) to the
-  input size, Gaussian smoothing with sigma 4 (``scipy.ndimage.gaussian_filter``, upstream's value).
+  input size, Gaussian smoothing with sigma 4 (upstream's ``scipy.ndimage.gaussian_filter``; here
+  ``maps.gaussian_blur``, the library's one smoother, equal to scipy's to float32 precision).
 """
 
-import argparse
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,72 +33,19 @@ import faiss
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.ndimage import gaussian_filter
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..backbones import BACKBONES, FeatureExtractor, Weights, backbone_spec
+from ..backbones import FeatureExtractor, Weights, backbone_spec
 from ..device import resolve_device
+from ..maps import gaussian_blur
 from .base import AnomalyModel, ModelOutput
+from .components.coreset import greedy_coreset_indices
 
 # faiss's exact search computes distances in blocks of (4096 queries x N bank vectors); its default N = 1024 makes
 # a 1568-vector bank (1 % of 200 images) two blocks with their overhead. 4096 is 1.3-1.6x faster on a 2-core CPU
 # for the same exact distances, with a 64 MB block buffer. A process-wide faiss setting, set here once.
 faiss.cvar.distance_compute_blas_database_bs = 4096
-PROJECTION_DIM = 128
-STARTING_POINTS = 10
-SMOOTHING_SIGMA = 4.0
-
-
-def dimension_or_none(text: str) -> int | None:
-    """An embedding dimension flag: a positive integer, or ``none`` for no projection."""
-    if text.lower() == "none":
-        return None
-    if not text.isdigit() or int(text) == 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'none', got {text!r}")
-    return int(text)
-
-
-def greedy_coreset_indices(features: torch.Tensor, n_select: int, seed: int = 0,
-                           progress: bool = True) -> torch.Tensor:
-    """Indices of an approximate greedy (k-center) coreset of ``features`` (N, D).
-
-    Distances are Euclidean in a random 128-dim projection, as in patchcore-inspection's
-    ApproximateGreedyCoresetSampler. The running minimum distance is updated in place, one vector-matrix product a step.
-    """
-    n_points = features.shape[0]
-    n_select = max(1, min(n_select, n_points))
-    generator = torch.Generator().manual_seed(seed)
-    if features.shape[1] != PROJECTION_DIM:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            projection = torch.nn.Linear(features.shape[1], PROJECTION_DIM, bias=False)
-        with torch.no_grad():
-            features = projection.to(features.device)(features)
-    # Points as columns (D, N): the row-vector x matrix product streams memory 3x faster on CPU than a
-    # mat-vec over (N, D) rows (measured with MKL on this 2-core machine, N = 150k).
-    columns = features.t().contiguous()
-    squared_norms = (columns * columns).sum(0)
-    buffer = torch.empty(1, n_points, device=features.device)
-
-    def squared_distances_to(index: int) -> torch.Tensor:
-        torch.mm(columns[:, index].unsqueeze(0), columns, out=buffer)
-        return buffer[0].mul_(-2).add_(squared_norms).add_(squared_norms[index]).clamp_(min=0)
-
-    # Upstream starts from the mean Euclidean distance to 10 random points. The loop then tracks squared
-    # distances: min and argmax are unchanged by the square root, and each step saves a pass over N.
-    starts = torch.randperm(n_points, generator=generator)[: min(STARTING_POINTS, n_points)]
-    min_distances = torch.zeros(n_points, device=features.device)
-    for start in starts.tolist():
-        min_distances.add_(squared_distances_to(start).sqrt_())
-    min_distances.div_(len(starts)).square_()
-
-    selected = torch.empty(n_select, dtype=torch.long)
-    for step in tqdm(range(n_select), desc="Coreset", disable=not progress, leave=False):
-        index = int(torch.argmax(min_distances))
-        selected[step] = index
-        torch.minimum(min_distances, squared_distances_to(index), out=min_distances)
-    return selected
 
 
 def average_pool(vectors: torch.Tensor, dim: int) -> torch.Tensor:
@@ -168,35 +115,6 @@ class PatchCore(AnomalyModel):
         self.seed = seed
         self._extractor: FeatureExtractor | None = None
 
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        """patchcore-inspection's ``patch_core`` and ``sampler`` options."""
-        parser.add_argument("--save_patchcore_model", dest="save_model", action="store_true")
-        parser.add_argument("-b", "--backbone_names", "--backbone", dest="backbone", default="wide_resnet50_2",
-                            help="one backbone (ensembles are not supported): " + ", ".join(BACKBONES))
-        parser.add_argument("-le", "--layers_to_extract_from", dest="layers", action="append",
-                            help="layer name (repeat); default: the backbone's PatchCore layers")
-        parser.add_argument("--weights", default="imagenet", help="imagenet, none (random init) or a file path")
-        for stage in ("pretrain", "target"):
-            parser.add_argument(f"--{stage}_embed_dimension", type=dimension_or_none, default=1024,
-                                help="an integer, or none: no projection at this stage (both none: anomalib's "
-                                     "embedding, every channel of every layer)")
-        parser.add_argument("--anomaly_scorer_num_nn", type=int, default=1, help="k nearest neighbours")
-        parser.add_argument("--patchsize", type=int, default=3)
-        parser.add_argument("--reweight", action="store_true", help="the paper's image-score re-weighting")
-        parser.add_argument("--sampler", default="approx_greedy_coreset",
-                            choices=("approx_greedy_coreset", "identity"))
-        parser.add_argument("-p", "--percentage", type=float, default=0.1, help="coreset ratio")
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "PatchCore":
-        return cls(backbone=args.backbone, layers=args.layers, weights=args.weights,
-                   pretrain_embed_dimension=args.pretrain_embed_dimension,
-                   target_embed_dimension=args.target_embed_dimension, patchsize=args.patchsize,
-                   coreset_ratio=1.0 if args.sampler == "identity" else args.percentage,
-                   num_neighbors=args.anomaly_scorer_num_nn, reweight=args.reweight,
-                   batch_size=args.batch_size, device=args.device, seed=args.seed)
-
     # -- features ---------------------------------------------------------------------------------
     @property
     def extractor(self) -> FeatureExtractor:
@@ -244,8 +162,7 @@ class PatchCore(AnomalyModel):
     # -- fit --------------------------------------------------------------------------------------
     def fit(self, dataset: Dataset, progress: bool = True) -> "PatchCore":
         """Embed every training patch, keep a greedy coreset of them, index it with faiss."""
-        if len(dataset) == 0:
-            raise ValueError("The training dataset is empty: PatchCore needs normal images to learn from.")
+        image_size = self.training_image_size(dataset)
         loader = DataLoader(dataset, batch_size=self.batch_size, shuffle=False)
         bank, filled = None, 0
         for batch in tqdm(loader, desc="Embedding train images", disable=not progress):
@@ -259,7 +176,7 @@ class PatchCore(AnomalyModel):
             bank = bank[greedy_coreset_indices(bank, n_select, self.seed, progress)]
         self.memory_bank_ = bank.contiguous()
         self.grid_ = grid
-        self.image_size_ = tuple(int(s) for s in dataset[0]["image"].shape[-2:])
+        self.image_size_ = image_size
         self._index = None
         return self
 
@@ -287,9 +204,8 @@ class PatchCore(AnomalyModel):
             image_scores = self.reweighted_scores(queries.reshape(len(images), -1, queries.shape[1]),
                                                   patch_scores, neighbors[:, 0].reshape(len(images), -1))
         maps = torch.from_numpy(patch_scores).reshape(len(images), 1, *grid)
-        maps = F.interpolate(maps, size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0].numpy()
-        maps = np.stack([gaussian_filter(m, sigma=SMOOTHING_SIGMA) for m in maps])
-        return ModelOutput(image_scores.astype(np.float32), maps.astype(np.float32))
+        maps = F.interpolate(maps, size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+        return ModelOutput(image_scores.astype(np.float32), gaussian_blur(maps).numpy().astype(np.float32))
 
     def reweighted_scores(self, queries: np.ndarray, patch_scores: np.ndarray, nearest: np.ndarray) -> np.ndarray:
         """Paper Eq. 7: damp the max score when its nearest memory item sits in a dense region of the bank."""

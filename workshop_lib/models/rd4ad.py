@@ -14,7 +14,7 @@ Faithful to upstream unless noted:
   [3, 4, 6] Bottlenecks (width_per_group 128) or [2, 2, 2] BasicBlocks; the first block of each stage
   upsamples with ConvTranspose2d(k2, s2) in place of the strided 3x3, and its shortcut is ConvT(k2, s2) + BN.
   Conv2d weights Kaiming-normal (fan_out), BN weight 1 / bias 0, ConvTranspose2d left at torch's default.
-  Trainable parameters (``count_parameters``): 83.8 M for WRN50, 15.4 M for ResNet-18; upstream's
+  Trainable parameters (``training.count_parameters``): 83.8 M for WRN50, 15.4 M for ResNet-18; upstream's
   ``BN_layer`` also defines a 1x1 ``conv4``/``bn4`` it never uses (8.4 M / 0.5 M), left out here.
   mobilenet_v2 and efficientnet_lite0 teachers get the BasicBlock student with their own channel counts (not
   in upstream).
@@ -30,7 +30,7 @@ Faithful to upstream unless noted:
 
 Matroid fork features (README, ``config.py``, ``test.py``):
 
-- ``patches_per_row`` x ``patches_per_column`` tiles (``--patches-per-row/--patches-per-column``): training
+- ``tile_rows`` x ``tile_columns`` tiles (the fork's ``--patches-per-column/--patches-per-row``): training
   and test images are cut into non-overlapping tiles, each tile is one network input, and the tiles' distance
   maps are stitched back into the full image before smoothing and scoring, so metrics are computed on full
   images (the fork's ``norm-patches-test`` + ``unpatch``). ``batch_size`` counts full images.
@@ -44,9 +44,7 @@ Matroid fork features (README, ``config.py``, ``test.py``):
   held-out set gives a more honest borderline.
 """
 
-import argparse
 import json
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,12 +58,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from ..backbones import BACKBONES, FeatureExtractor, Weights, backbone_spec
-from ..device import describe_device, resolve_device
-from ..io import atomic_dir, atomic_file
+from ..backbones import Weights, backbone_spec
+from ..device import resolve_device
+from ..io import atomic_file
 from ..maps import check_tiling, cosine_distance_map, gaussian_blur, split_tiles, stitch_tiles
-from ..training import add_checkpoint_arguments, category_checkpoint_dir, train_epochs
-from .base import TeacherStudentModel
+from ..seeding import seeded
+from ..training import checkpoint_folder, shuffled_loader, train_epochs
+from .components.teacher import TeacherStudentModel, frozen_teacher
 
 STATS_FILE = "training_stats.json"
 NETWORK_STRIDE = 32  # the bottleneck halves the stride-16 level once more; the decoder must mirror it exactly
@@ -216,12 +215,11 @@ class RD4ADNetwork(nn.Module):
     def __init__(self, backbone: str, weights: Weights, seed: int, rows: int = 1, columns: int = 1) -> None:
         super().__init__()
         name = backbone_spec(backbone).name
-        self.teacher = FeatureExtractor(name, backbone_spec(name).distillation_layers, weights, seed=seed)
+        self.teacher = frozen_teacher(name, None, weights, seed)
         spec = STUDENTS[name]
         if spec.block == "bottleneck" and any(c % Bottleneck.expansion for c in self.teacher.channels):
             raise ValueError(f"{name}'s channels {self.teacher.channels} do not fit a bottleneck decoder")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed):
             self.student = nn.ModuleDict({"bottleneck": OneClassBottleneck(self.teacher.channels, spec),
                                           "decoder": StudentDecoder(self.teacher.channels, spec)})
             init_weights(self.student)
@@ -247,10 +245,6 @@ def distillation_loss(teacher: list[torch.Tensor], student: list[torch.Tensor]) 
     """Sum over levels of the batch mean of 1 - cos(flattened teacher map, flattened student map)."""
     return sum(torch.mean(1 - F.cosine_similarity(t.flatten(1), s.flatten(1), dim=1))
                for t, s in zip(teacher, student, strict=True))
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
 # -- calibration -----------------------------------------------------------------------------------
@@ -284,8 +278,8 @@ class RD4AD(TeacherStudentModel):
         batch_size: int = 16,
         lr: float = 0.005,
         betas: Sequence[float] = (0.5, 0.999),
-        patches_per_row: int = 1,
-        patches_per_column: int = 1,
+        tile_rows: int = 1,
+        tile_columns: int = 1,
         calibration_holdout: float = 0.0,
         calibration_sigmas: float = 3.0,
         checkpoint_dir: str | None = None,
@@ -300,8 +294,8 @@ class RD4AD(TeacherStudentModel):
         self.batch_size = batch_size
         self.lr = lr
         self.betas = betas
-        self.patches_per_row = patches_per_row
-        self.patches_per_column = patches_per_column
+        self.tile_rows = tile_rows
+        self.tile_columns = tile_columns
         self.calibration_holdout = calibration_holdout
         self.calibration_sigmas = calibration_sigmas
         self.checkpoint_dir = checkpoint_dir
@@ -311,52 +305,6 @@ class RD4AD(TeacherStudentModel):
         self.seed = seed
         self._network: RD4ADNetwork | None = None
 
-    # -- command line ------------------------------------------------------------------------------
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        """hq-deng/RD4AD main.py's settings plus the Matroid fork's patches, checkpoints and calibration."""
-        parser.add_argument("--save_model", "--save_rd4ad_model", dest="save_model", action="store_true",
-                            help="save each category's model under <run>/models/")
-        add_network_arguments(parser)
-        parser.add_argument("--epochs", type=int, default=200)
-        parser.add_argument("--lr", type=float, default=0.005)
-        parser.add_argument("--betas", type=float, nargs=2, default=(0.5, 0.999), metavar=("BETA1", "BETA2"),
-                            help="Adam betas")
-        add_checkpoint_arguments(parser, every=10)
-        parser.add_argument("--calibration_holdout", type=float, default=0.0,
-                            help="fraction of train images kept out of training to calibrate scores (0: all)")
-        parser.add_argument("--calibration_sigmas", type=float, default=3.0,
-                            help="borderline (calibrated 0.5) = mean + this many std of normal scores")
-        parser.set_defaults(batch_size=16)
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "RD4AD":
-        return cls(backbone=args.backbone, weights=args.weights, epochs=args.epochs, batch_size=args.batch_size,
-                   lr=args.lr, betas=tuple(args.betas), patches_per_row=args.patches_per_row,
-                   patches_per_column=args.patches_per_column, calibration_holdout=args.calibration_holdout,
-                   calibration_sigmas=args.calibration_sigmas, checkpoint_dir=args.checkpoint_dir,
-                   checkpoint_every=args.checkpoint_every, resume=args.resume, device=args.device, seed=args.seed)
-
-    @classmethod
-    def add_cli_actions(cls, actions: argparse._SubParsersAction) -> None:
-        fps = actions.add_parser("fps", help="images per second of the model alone, after warm-up")
-        fps.add_argument("--model_path", help="a saved RD4AD model; default: an untrained one of --backbone")
-        add_network_arguments(fps, weights_default="none")
-        fps.add_argument("--imagesize", type=int, default=256, help="input side (ignored with --model_path)")
-        fps.add_argument("--batch_size", type=int, default=1)
-        fps.add_argument("--device", default="auto")
-        fps.add_argument("--warmup", type=int, default=3, help="untimed batches first")
-        fps.add_argument("--iterations", type=int, default=10, help="timed batches")
-        fps.add_argument("--seed", type=int, default=0)
-        fps.set_defaults(handler=run_fps)
-        export = actions.add_parser("export", help="ONNX model (anomaly map inside) + Triton model repository")
-        export.add_argument("model_path", help="a saved RD4AD model folder")
-        export.add_argument("repository", help="Triton model repository folder (created if missing)")
-        export.add_argument("--model_name", default="rd4ad")
-        export.add_argument("--max_batch_size", type=int, default=8)
-        export.add_argument("--overwrite", action="store_true", help="replace <repository>/<model_name>")
-        export.set_defaults(handler=run_export)
-
     # -- network -----------------------------------------------------------------------------------
     @property
     def network(self) -> RD4ADNetwork:
@@ -364,35 +312,30 @@ class RD4AD(TeacherStudentModel):
         if self._network is None:
             if backbone_spec(self.backbone).name not in STUDENTS:
                 raise ValueError(f"RD4AD has no student decoder for {self.backbone}; use one of {', '.join(STUDENTS)}")
-            network = RD4ADNetwork(self.backbone, self.weights, self.seed, self.patches_per_column,
-                                   self.patches_per_row)
+            network = RD4ADNetwork(self.backbone, self.weights, self.seed, self.tile_rows, self.tile_columns)
             self._network = network.to(resolve_device(self.device)).eval()
         return self._network
 
     # -- fit ---------------------------------------------------------------------------------------
     def fit(self, dataset: Dataset, progress: bool = True) -> "RD4AD":
         """Train the bottleneck and decoder on normal images, then calibrate scores on normal images."""
-        if len(dataset) == 0:
-            raise ValueError("The training dataset is empty: RD4AD needs normal images to learn from.")
-        size = tuple(int(s) for s in dataset[0]["image"].shape[-2:])
-        check_tiling(*size, self.patches_per_column, self.patches_per_row, NETWORK_STRIDE)
+        size = self.training_image_size(dataset)
+        check_tiling(*size, self.tile_rows, self.tile_columns, NETWORK_STRIDE)
         self._network = None
         network, device = self.network, self.torch_device
         train_set, calibration_set = self.split_for_calibration(dataset)
-        generator = torch.Generator().manual_seed(self.seed)
-        loader = DataLoader(train_set, batch_size=self.batch_size, shuffle=True, generator=generator)
+        loader, shuffling = shuffled_loader(train_set, self.batch_size, self.seed)
         optimizer = torch.optim.Adam(network.student.parameters(), lr=self.lr, betas=tuple(self.betas))
 
         def loss_of_batch(batch: dict) -> torch.Tensor:
-            tiles = split_tiles(batch["image"].to(device), self.patches_per_column, self.patches_per_row)
+            tiles = split_tiles(batch["image"].to(device), self.tile_rows, self.tile_columns)
             return distillation_loss(*network.distill(tiles))
 
-        category = getattr(dataset, "category", "")
-        checkpoints = category_checkpoint_dir(self.checkpoint_dir, category)
+        checkpoints = checkpoint_folder(self.checkpoint_dir, dataset)
         self.losses_ = train_epochs(network.student, optimizer, lambda: loader, loss_of_batch, self.epochs,
                                     checkpoint_dir=checkpoints, checkpoint_every=self.checkpoint_every,
-                                    resume=self.resume, progress=progress, generators=[generator],
-                                    description=f"RD4AD {category}".strip())
+                                    resume=self.resume, progress=progress, generators=[shuffling],
+                                    description=self.progress_label(dataset))
         self.image_size_ = size
         if calibration_set is None:
             self.calibrate(train_set, progress, source="train")
@@ -458,143 +401,3 @@ class RD4AD(TeacherStudentModel):
         self.image_size_ = tuple(values["image_size"])
         self.losses_ = list(values["losses"])
         self.score_statistics_ = dict(values["score_statistics"])
-
-
-def add_network_arguments(parser: argparse.ArgumentParser, weights_default: str = "imagenet") -> None:
-    """Flags that decide the network: teacher, its weights and the tile grid."""
-    parser.add_argument("-b", "--backbone", default="wide_resnet50_2",
-                        help="teacher: " + ", ".join(name for name in BACKBONES if name in STUDENTS))
-    parser.add_argument("--weights", default=weights_default, help="imagenet, none (random init) or a file path")
-    parser.add_argument("--patches_per_row", type=int, default=1, help="tiles side by side (sliding window)")
-    parser.add_argument("--patches_per_column", type=int, default=1, help="tiles one above the other")
-
-
-# -- speed -----------------------------------------------------------------------------------------
-def measure_fps(model: RD4AD, image_size: Sequence[int], batch_size: int = 1, warmup: int = 3,
-                iterations: int = 10) -> dict[str, Any]:
-    """Images per second of the network alone (teacher, student, map, smoothing, score) on random inputs
-    already on the device, after ``warmup`` untimed batches; CUDA is synchronised around the timing."""
-    network = model.network.eval()
-    device = model.torch_device
-    images = torch.randn(batch_size, 3, *image_size, generator=torch.Generator().manual_seed(0)).to(device)
-
-    def synchronize() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    with torch.no_grad():
-        for _ in range(warmup):
-            network(images)
-        synchronize()
-        started = time.perf_counter()
-        for _ in range(iterations):
-            network(images)
-        synchronize()
-        elapsed = time.perf_counter() - started
-    count = batch_size * iterations
-    return {"images_per_second": count / elapsed, "seconds_per_image": elapsed / count, "batch_size": batch_size,
-            "image_size": list(image_size), "device": describe_device(device), "backbone": model.backbone}
-
-
-def run_fps(args: argparse.Namespace) -> dict[str, Any]:
-    if args.model_path:
-        model = RD4AD.load(args.model_path, device=args.device)
-        size = model.image_size_
-    else:
-        model = RD4AD(args.backbone, args.weights, patches_per_row=args.patches_per_row,
-                      patches_per_column=args.patches_per_column, device=args.device, seed=args.seed)
-        size = (args.imagesize, args.imagesize)
-    result = measure_fps(model, size, args.batch_size, args.warmup, args.iterations)
-    print(f"{result['images_per_second']:.2f} images/s ({1000 * result['seconds_per_image']:.1f} ms/image), "
-          f"{model.backbone}, {size[0]}x{size[1]} px, batch {args.batch_size}, {result['device']}")
-    return result
-
-
-# -- export ----------------------------------------------------------------------------------------
-ONNX_INPUT = "images"
-ONNX_OUTPUTS = ("anomaly_map", "score", "calibrated_score")
-
-
-class ScoringGraph(nn.Module):
-    """What is exported: the network plus the calibrated score, with the calibration baked in as constants."""
-
-    def __init__(self, network: RD4ADNetwork, borderline: float, scale: float) -> None:
-        super().__init__()
-        self.network = network
-        self.register_buffer("borderline", torch.tensor(borderline, dtype=torch.float32))
-        self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32))
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        maps, scores = self.network(images)
-        return maps, scores, torch.sigmoid((scores - self.borderline) / self.scale)
-
-
-def export_onnx(model: RD4AD, path: str | Path) -> Path:
-    """Write an ONNX model: float32 ``images`` (N, 3, H, W, ImageNet-normalised) -> ``anomaly_map`` (N, H, W),
-    ``score`` (N,), ``calibrated_score`` (N,); the batch dimension is dynamic. Exported on the CPU."""
-    model.check_fitted()
-    graph = ScoringGraph(model.network, *model.calibration()).cpu().eval()
-    example = torch.zeros(2, 3, *model.image_size_)
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    path = Path(path)
-    try:
-        with atomic_file(path) as staging:
-            program = torch.onnx.export(graph, (example,), dynamo=True, input_names=[ONNX_INPUT],
-                                        output_names=list(ONNX_OUTPUTS), dynamic_shapes=({0: batch},),
-                                        verbose=False)
-            program.save(str(staging), external_data=False)
-    finally:
-        model.network.to(resolve_device(model.device))
-    return path
-
-
-def onnx_difference(model: RD4AD, onnx_path: str | Path, images: torch.Tensor) -> dict[str, float]:
-    """Max absolute difference between PyTorch and onnxruntime (CPU) outputs on ``images``."""
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    onnx_maps, onnx_scores, onnx_calibrated = session.run(list(ONNX_OUTPUTS), {ONNX_INPUT: images.numpy()})
-    output = model.predict(images)
-    return {"anomaly_map": float(np.abs(onnx_maps - output.anomaly_maps).max()),
-            "score": float(np.abs(onnx_scores - output.image_scores).max()),
-            "calibrated_score": float(np.abs(onnx_calibrated - model.calibrated_scores(output.image_scores)).max())}
-
-
-def triton_config(name: str, image_size: Sequence[int], max_batch_size: int) -> str:
-    """config.pbtxt for Triton's ONNX Runtime backend; the batch dimension is implicit (max_batch_size > 0),
-    and the per-image scores are reshaped from [1] to scalars."""
-    height, width = image_size
-    return f"""name: "{name}"
-platform: "onnxruntime_onnx"
-max_batch_size: {max_batch_size}
-input [
-  {{ name: "{ONNX_INPUT}" data_type: TYPE_FP32 dims: [ 3, {height}, {width} ] }}
-]
-output [
-  {{ name: "{ONNX_OUTPUTS[0]}" data_type: TYPE_FP32 dims: [ {height}, {width} ] }},
-  {{ name: "{ONNX_OUTPUTS[1]}" data_type: TYPE_FP32 dims: [ 1 ] reshape: {{ shape: [ ] }} }},
-  {{ name: "{ONNX_OUTPUTS[2]}" data_type: TYPE_FP32 dims: [ 1 ] reshape: {{ shape: [ ] }} }}
-]
-dynamic_batching {{ }}
-"""
-
-
-def write_triton_repository(model: RD4AD, repository: str | Path, name: str = "rd4ad", max_batch_size: int = 8,
-                            overwrite: bool = False) -> Path:
-    """``<repository>/<name>/{config.pbtxt, 1/model.onnx, 1/training_stats.json}``, written atomically."""
-    with atomic_dir(Path(repository) / name, overwrite) as staging:
-        export_onnx(model, staging / "1" / "model.onnx")
-        model.write_training_stats(staging / "1" / STATS_FILE)
-        (staging / "config.pbtxt").write_text(triton_config(name, model.image_size_, max_batch_size))
-    return Path(repository) / name
-
-
-def run_export(args: argparse.Namespace) -> dict[str, Any]:
-    model = RD4AD.load(args.model_path, device="cpu")
-    folder = write_triton_repository(model, args.repository, args.model_name, args.max_batch_size, args.overwrite)
-    images = torch.randn(3, 3, *model.image_size_, generator=torch.Generator().manual_seed(0))
-    differences = onnx_difference(model, folder / "1" / "model.onnx", images)
-    print(f"Triton model repository: {folder}")
-    print("max |onnxruntime - PyTorch| on 3 random images: "
-          + ", ".join(f"{k} {v:.2e}" for k, v in differences.items()))
-    return {"repository": folder, "onnx": folder / "1" / "model.onnx", "max_abs_difference": differences}

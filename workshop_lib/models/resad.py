@@ -64,48 +64,34 @@ Not taken from the official code, on purpose:
   depends on the image and its class's references only.
 """
 
-import argparse
 import json
 import math
-import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import FrEIA.framework as Ff
 import FrEIA.modules as Fm
-import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .. import evaluate as evaluation  # a module: evaluate.py imports models.base, so no names at import time
-from ..backbones import BACKBONES, FeatureExtractor, Weights, backbone_spec
-from ..data import AnomalyDataset, SampleRecord, list_categories, load_dataset
-from ..data.layouts import GOOD, list_images
+from ..backbones import FeatureExtractor, Weights
+from ..data.references import IndexedDataset, category_indices
 from ..device import resolve_device
 from ..io import atomic_file
 from ..maps import gaussian_blur, upsample_sum
-from ..training import add_checkpoint_arguments, train_epochs
+from ..seeding import seeded
+from ..training import train_epochs
 from .base import AnomalyModel, ModelOutput
+from .components.teacher import frozen_teacher
 
 LOG_2PI_HALF = 0.5 * math.log(2 * math.pi)  # upstream's _GCONST_ = -0.9189385332046727 is its negative
 RESIDUALS = ("squared", "difference")
-# Cross-dataset settings of xcyao00/ResAD (classes.py, main.py): (layout of the training data, of the test data).
-SETTINGS: dict[str, tuple[str | None, str | None]] = {
-    "custom": (None, None),  # --dataset / --test_dataset, e.g. seen and unseen categories of one folder
-    "mvtec_to_visa": ("mvtec", "visa"),
-    "visa_to_mvtec": ("visa", "mvtec"),
-    "mvtec_to_btad": ("mvtec", "btad"),
-    "mvtec_to_mvtec3d": ("mvtec", "mvtec3d"),
-    "mvtec_to_mpdd": ("mvtec", "mpdd"),
-}
-STUDY_FILE = "multishot.csv"
 
 
 # -- residual features -----------------------------------------------------------------------------
@@ -205,16 +191,9 @@ class ResADHead(nn.Module):
         super().__init__()
         position_encoding(pos_embed_dim, 1, 1)  # fail early on a bad dimension
         self.pos_embed_dim = pos_embed_dim
-        numpy_state = np.random.get_state()  # FrEIA draws its permutations from numpy's global generator
-        try:
-            np.random.seed(seed)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                self.constraintor = nn.ModuleList(ConvBnAct(c) for c in channels)
-                self.flows = nn.ModuleList(build_flow(c, pos_embed_dim, coupling_layers, clamp_alpha)
-                                           for c in channels)
-        finally:
-            np.random.set_state(numpy_state)
+        with seeded(seed, numpy=True):  # FrEIA draws its permutations from numpy's global generator
+            self.constraintor = nn.ModuleList(ConvBnAct(c) for c in channels)
+            self.flows = nn.ModuleList(build_flow(c, pos_embed_dim, coupling_layers, clamp_alpha) for c in channels)
 
     def constrain(self, residuals: list[torch.Tensor]) -> list[torch.Tensor]:
         return [layer(r) for layer, r in zip(self.constraintor, residuals, strict=True)]
@@ -236,73 +215,6 @@ class ResADHead(nn.Module):
 def flatten_positions(maps: torch.Tensor) -> torch.Tensor:
     """(B, C, h, w) -> (B * h * w, C), image by image, row by row."""
     return maps.permute(0, 2, 3, 1).reshape(-1, maps.shape[1])
-
-
-# -- which images --------------------------------------------------------------------------------------
-def reference_indices(available: int, shots: int, seed: int = 0) -> list[int]:
-    """``shots`` of ``available`` images, the first ``shots`` of one seeded permutation: fewer shots are always a
-    subset of more shots, and the same seed gives the same images."""
-    if shots < 1:
-        raise ValueError(f"shots must be >= 1, got {shots}")
-    if shots > available:
-        raise ValueError(f"{shots} reference shots were asked for but only {available} normal images exist.")
-    return torch.randperm(available, generator=torch.Generator().manual_seed(seed))[:shots].tolist()
-
-
-def category_indices(dataset: Dataset) -> dict[str, list[int]]:
-    """Dataset indices per category, without loading images for (concatenations/subsets of) AnomalyDatasets."""
-    if isinstance(dataset, AnomalyDataset):
-        return {dataset.category: list(range(len(dataset)))}
-    if isinstance(dataset, ConcatDataset):
-        groups: dict[str, list[int]] = {}
-        for part, offset in zip(dataset.datasets, [0, *dataset.cumulative_sizes[:-1]], strict=True):
-            for category, indices in category_indices(part).items():
-                groups.setdefault(category, []).extend(offset + i for i in indices)
-        return groups
-    if isinstance(dataset, Subset):
-        position = {index: i for i, index in enumerate(dataset.indices)}
-        return {category: [position[i] for i in indices if i in position]
-                for category, indices in category_indices(dataset.dataset).items()
-                if any(i in position for i in indices)}
-    groups = {}
-    for i in range(len(dataset)):
-        groups.setdefault(dataset[i]["category"], []).append(i)
-    return groups
-
-
-def reference_images(data_path: str | Path, category: str, shots: int, layout: str = "mvtec", resize: int = 224,
-                     imagesize: int = 224, seed: int = 0, reference_dir: str | Path | None = None) -> AnomalyDataset:
-    """The ``shots`` normal reference images of a class: from ``<reference_dir>/<category>/train/good`` or
-    ``<reference_dir>/<category>`` (the first ``shots`` by name) when given, else ``reference_indices`` of the
-    class's training images."""
-    if reference_dir is not None:
-        base = Path(reference_dir) / category
-        folder = base / "train" / GOOD if (base / "train" / GOOD).is_dir() else base
-        if not folder.is_dir():
-            raise FileNotFoundError(f"No reference folder for '{category}': expected {base}/train/good or {base} "
-                                    "with normal images.")
-        images = list_images(folder)
-        if len(images) < shots:
-            raise ValueError(f"{folder} holds {len(images)} images, fewer than the {shots} reference shots asked "
-                             "for: add normal images or ask for fewer shots.")
-        records = [SampleRecord(path, None, 0, GOOD) for path in images[:shots]]
-        return AnomalyDataset(records, category, resize=resize, imagesize=imagesize)
-    train = load_dataset(data_path, category, "train", layout, resize, imagesize)
-    chosen = reference_indices(len(train), shots, seed)
-    return AnomalyDataset([train.records[i] for i in chosen], category, resize=resize, imagesize=imagesize)
-
-
-class IndexedDataset(Dataset):
-    """Items of ``dataset`` with their index, so a batch knows which images it holds."""
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict:
-        return {**self.dataset[index], "index": index}
 
 
 # -- the model --------------------------------------------------------------------------------------------
@@ -361,58 +273,12 @@ class ResAD(AnomalyModel):
         self._head: ResADHead | None = None
         self._selected: tuple[str, int] | None = None
 
-    # -- command line ------------------------------------------------------------------------------
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        """xcyao00/ResAD main.py's settings; ``train`` here trains on the seen classes and evaluates the unseen
-        ones at every ``--shots`` value (one CSV row per class and shots)."""
-        parser.add_argument("--save_model", "--save_resad_model", dest="save_model", action="store_true",
-                            help="save the trained model under <run>/models/resad_<setting>/")
-        add_setting_arguments(parser)
-        parser.add_argument("-b", "--backbone", default="wide_resnet50_2", help="encoder: " + ", ".join(BACKBONES))
-        parser.add_argument("-le", "--layers", action="append", help="layer name (repeat); default: layers 1-3")
-        parser.add_argument("--weights", default="imagenet", help="imagenet, none (random init) or a file path")
-        parser.add_argument("--residual", default="squared", choices=RESIDUALS,
-                            help="(f - p)^2 as the official code, or f - p as the paper")
-        parser.add_argument("--train_shots", type=int, default=4, help="references per class and batch in training")
-        parser.add_argument("--coupling_layers", type=int, default=10)
-        parser.add_argument("--clamp_alpha", type=float, default=1.9)
-        parser.add_argument("--pos_embed_dim", type=int, default=256)
-        parser.add_argument("--flow_chunk", type=int, default=8192, help="positions per level and step (at most)")
-        parser.add_argument("--occ_radius", type=float, default=0.4, help="hypersphere radius of the constraintor")
-        parser.add_argument("--epochs", type=int, default=100)
-        parser.add_argument("--lr", type=float, default=1e-5)
-        parser.add_argument("--weight_decay", type=float, default=5e-4)
-        parser.add_argument("--lr_milestones", type=int, nargs="*", default=[70, 90], help="epochs of lr x 0.1")
-        add_checkpoint_arguments(parser, every=5, where="<checkpoint_dir>/last.pt (default: <run>/checkpoints)")
-        parser.set_defaults(batch_size=32)
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "ResAD":
-        return cls(backbone=args.backbone, layers=args.layers, weights=args.weights, residual=args.residual,
-                   shots=max(args.shots), train_shots=args.train_shots, coupling_layers=args.coupling_layers,
-                   clamp_alpha=args.clamp_alpha, pos_embed_dim=args.pos_embed_dim, flow_chunk=args.flow_chunk,
-                   occ_radius=args.occ_radius, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                   weight_decay=args.weight_decay, lr_milestones=tuple(args.lr_milestones),
-                   checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every, resume=args.resume,
-                   device=args.device, seed=args.seed)
-
-    @classmethod
-    def add_cli_actions(cls, actions: argparse._SubParsersAction) -> None:
-        """ResAD's own ``train`` and ``evaluate`` handlers on the parsers the CLI made before this hook: one model
-        for all seen classes, evaluated on unseen classes at several shots (not one model per category)."""
-        actions.choices["train"].set_defaults(handler=run_train)
-        evaluate_parser = actions.choices["evaluate"]
-        add_shot_arguments(evaluate_parser)
-        evaluate_parser.set_defaults(handler=run_evaluate)
-
     # -- modules -----------------------------------------------------------------------------------
     @property
     def extractor(self) -> FeatureExtractor:
         """The frozen encoder, built on first use on the resolved device."""
         if self._extractor is None:
-            layers = self.layers or backbone_spec(self.backbone).distillation_layers
-            extractor = FeatureExtractor(self.backbone, layers, self.weights, seed=self.seed)
+            extractor = frozen_teacher(self.backbone, self.layers, self.weights, self.seed)
             self._extractor = extractor.to(resolve_device(self.device))
         return self._extractor
 
@@ -443,8 +309,7 @@ class ResAD(AnomalyModel):
     # -- fit ---------------------------------------------------------------------------------------
     def fit(self, dataset: Dataset, progress: bool = True) -> "ResAD":
         """Train constraintor and flows on the normal images of the seen classes (items carry ``category``)."""
-        if len(dataset) == 0:
-            raise ValueError("The training dataset is empty: ResAD needs normal images of the seen classes.")
+        image_size = self.training_image_size(dataset)
         groups = category_indices(dataset)
         small = {c: len(i) for c, i in groups.items() if len(i) < 2}
         if small:
@@ -476,11 +341,12 @@ class ResAD(AnomalyModel):
             return loss
 
         self.losses_ = train_epochs(head, optimizer, lambda: loader, loss_of_batch, self.epochs, scheduler,
-                                    checkpoint_dir=self.checkpoint_dir, checkpoint_every=self.checkpoint_every,
-                                    resume=self.resume, progress=progress, description="ResAD",
+                                    checkpoint_dir=self.checkpoint_dir,  # one model for all classes
+                                    checkpoint_every=self.checkpoint_every, resume=self.resume, progress=progress,
+                                    description=self.progress_label(dataset),
                                     generators=[shuffling, sampler])
         self.seen_classes_ = sorted(groups)
-        self.image_size_ = tuple(int(s) for s in dataset[0]["image"].shape[-2:])
+        self.image_size_ = image_size
         self.nll_statistics_ = self.training_statistics(dataset, groups, progress)
         self.references_: dict[str, list[torch.Tensor]] = {}
         self.reference_paths_: dict[str, list[str]] = {}
@@ -635,176 +501,3 @@ class ResAD(AnomalyModel):
         self._selected = None
 
 
-# -- the multi-shot study -------------------------------------------------------------------------------
-def metric_row(metrics: dict, **labels: Any) -> dict:
-    return {**labels, **{column: metrics[column] for column in evaluation.RESULT_COLUMNS}}
-
-
-def prepare_references(model: ResAD, data_path: str | Path, category: str, shots: int, layout: str, resize: int,
-                       imagesize: int, reference_dir: str | Path | None, cache: Path | None, name: str) -> None:
-    """``shots`` references of a class in the model: read from ``cache`` when a file with as many shots of the
-    same images is there, else extracted (and written to ``cache``)."""
-    images = reference_images(data_path, category, shots, layout, resize, imagesize, model.seed, reference_dir)
-    paths = [str(r.path) for r in images.records]
-    cached = cache / f"{name}_{category}.safetensors" if cache is not None else None
-    if cached is not None and cached.is_file():
-        model.load_references(cached)
-        if model.reference_paths_[category] == paths:
-            return
-    model.add_references(category, images)
-    if cached is not None:
-        model.save_references(category, cached)
-
-
-def evaluate_shots(model: ResAD, data_path: str | Path, categories: Sequence[str],
-                   shots: Sequence[int] = (2, 4, 6, 8), layout: str = "mvtec", dataset_name: str | None = None,
-                   resize: int = 224, imagesize: int = 224, batch_size: int = 8,
-                   reference_dir: str | Path | None = None, output: str | Path | None = None,
-                   save_segmentation_images: bool = False, progress: bool = True) -> pd.DataFrame:
-    """One trained model, each unseen class scored with its first k references for every k in ``shots``: one row
-    per (class, shots) with image AUROC, pixel AUROC and AUPRO. References are extracted once per class (the
-    largest k) and, with ``output``, kept in ``<output>/references/``; predictions go to
-    ``<output>/predictions/<dataset>_<category>_<k>shot.npz``."""
-    name = dataset_name or layout
-    seen = sorted(set(categories) & set(model.seen_classes_))
-    if seen:
-        raise ValueError(f"{seen} were training (seen) classes of this model; ResAD is evaluated on unseen ones.")
-    output = Path(output) if output is not None else None
-    rows = []
-    for category in categories:
-        test = load_dataset(data_path, category, "test", layout, resize, imagesize)
-        prepare_references(model, data_path, category, max(shots), layout, resize, imagesize, reference_dir,
-                           output / "references" if output is not None else None, name)
-        for k in sorted(shots):
-            predictions, metrics = evaluation.evaluate(model.use_references(category, k), test, batch_size,
-                                                         progress)
-            run_name = f"{name}_{category}_{k}shot"
-            if output is not None:
-                predictions.save(output / "predictions" / f"{run_name}.npz")
-                if save_segmentation_images:
-                    from ..plotting import save_example_grids
-
-                    save_example_grids(predictions, output / "segmentation_images" / run_name)
-            rows.append(metric_row(metrics, method="ResAD", test_dataset=name, category=category, shots=k))
-            if progress:
-                print(f"{run_name}: image AUROC {metrics['instance_auroc']:.3f}, "
-                      f"pixel AUROC {metrics['full_pixel_auroc']:.3f}, AUPRO {metrics['full_pro']:.3f}")
-    return pd.DataFrame(rows)
-
-
-def evaluate_few_shot_baseline(make_model: Callable[[], AnomalyModel], data_path: str | Path,
-                               categories: Sequence[str], shots: Sequence[int] = (2, 4, 6, 8),
-                               layout: str = "mvtec", dataset_name: str | None = None, resize: int = 224,
-                               imagesize: int = 224, batch_size: int = 8, seed: int = 0,
-                               reference_dir: str | Path | None = None, method: str = "PatchCore",
-                               progress: bool = True) -> pd.DataFrame:
-    """A per-class method (e.g. PatchCore) fitted on the same k reference images ResAD gets, for every k: rows in
-    the format of ``evaluate_shots``, for one table."""
-    rows = []
-    for category in categories:
-        test = load_dataset(data_path, category, "test", layout, resize, imagesize)
-        references = reference_images(data_path, category, max(shots), layout, resize, imagesize, seed,
-                                      reference_dir)
-        for k in sorted(shots):
-            model = make_model()
-            model.fit(Subset(references, range(k)), progress=False)
-            _, metrics = evaluation.evaluate(model, test, batch_size, progress)
-            rows.append(metric_row(metrics, method=method, test_dataset=dataset_name or layout, category=category,
-                                   shots=k))
-    return pd.DataFrame(rows)
-
-
-def write_study(table: pd.DataFrame, output: str | Path) -> dict[str, Path]:
-    """``multishot.csv`` (one row per class and shots) and ``results.csv`` in the CLI's format (row names
-    ``<dataset>_<category>_<k>shot``, then Mean), both written atomically."""
-    output = Path(output)
-    with atomic_file(output / STUDY_FILE) as staging:
-        table.to_csv(staging, index=False)
-    rows = {f"{r.test_dataset}_{r.category}_{r.shots}shot": r._asdict() for r in table.itertuples(index=False)}
-    return {"multishot_csv": output / STUDY_FILE,
-            "results_csv": evaluation.write_results_csv(rows, output / "results.csv")}
-
-
-# -- command line -------------------------------------------------------------------------------------
-def add_shot_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--shots", type=int, nargs="+", default=[2, 4, 6, 8],
-                        help="reference shots per unseen class; one result row per class and value")
-    parser.add_argument("--reference_dir", help="reference images in <dir>/<category>/[train/good/] instead of "
-                                                "seeded picks from each class's train/good")
-
-
-def add_setting_arguments(parser: argparse.ArgumentParser) -> None:
-    add_shot_arguments(parser)
-    parser.add_argument("--setting", default="custom", choices=list(SETTINGS),
-                        help="train on one dataset's classes (-d, 'all' for every one), test on another's")
-    parser.add_argument("--test_data_path", help="root of the test dataset (default: --data_path)")
-    parser.add_argument("--test_dataset", help="layout of the test dataset (custom setting; default: --dataset)")
-    parser.add_argument("-t", "--test_categories", action="append", metavar="CATEGORY",
-                        help="unseen class (repeat); default: every class of the test dataset not trained on")
-
-
-def resolve_setting(args: argparse.Namespace) -> tuple[str, str, list[str], list[str]]:
-    """(train layout, test layout, seen classes, unseen classes) from the command line, checked."""
-    from ..cli import UsageError
-
-    train_layout, test_layout = SETTINGS[args.setting]
-    if train_layout is None:
-        train_layout, test_layout = args.dataset, args.test_dataset or args.dataset
-    elif args.dataset not in ("mvtec", train_layout) or args.test_dataset not in (None, test_layout):
-        raise UsageError(f"--setting {args.setting} trains on the {train_layout} layout and tests on {test_layout}; "
-                         "drop --dataset/--test_dataset or use --setting custom.")
-    seen = list_categories(args.data_path, train_layout) if args.subdatasets == ["all"] else list(args.subdatasets)
-    test_root = args.test_data_path or args.data_path
-    unseen = list(args.test_categories or [c for c in list_categories(test_root, test_layout) if c not in seen])
-    overlap = sorted(set(seen) & set(unseen))
-    if overlap:
-        raise UsageError(f"Classes both trained on (-d) and tested (-t): {', '.join(overlap)}. ResAD tests on "
-                         "classes never seen in training.")
-    if not seen or not unseen:
-        raise UsageError(f"Need seen (-d) and unseen (-t) classes; got seen={seen}, unseen={unseen}.")
-    return train_layout, test_layout, seen, unseen
-
-
-def run_train(args: argparse.Namespace) -> dict[str, Any]:
-    """Train one model on the seen classes, then evaluate every unseen class at every ``--shots`` value."""
-    from ..cli import seed_everything
-
-    train_layout, test_layout, seen, unseen = resolve_setting(args)
-    output = evaluation.create_run_folder(args.results_path, args.log_project, args.log_group)
-    print(f"Results go to {output}\nseen classes ({train_layout}): {seen}\nunseen classes ({test_layout}): {unseen}")
-    seed_everything(args.seed)
-    train = ConcatDataset([load_dataset(args.data_path, c, "train", train_layout, args.resize, args.imagesize)
-                           for c in seen])
-    args.checkpoint_dir = args.checkpoint_dir or str(output / "checkpoints")
-    model = ResAD.from_args(args)
-    started = time.perf_counter()
-    model.fit(train)
-    fit_seconds = round(time.perf_counter() - started, 3)
-    if args.save_model:
-        model.save(output / "models" / f"resad_{args.setting}", overwrite=args.overwrite)
-    table = evaluate_shots(model, args.test_data_path or args.data_path, unseen, args.shots, test_layout,
-                           resize=args.resize, imagesize=args.imagesize, batch_size=args.batch_size,
-                           reference_dir=args.reference_dir, output=None if args.no_predictions else output,
-                           save_segmentation_images=args.save_segmentation_images)
-    files = write_study(table, output)
-    with atomic_file(output / "fit_seconds.json") as staging:
-        staging.write_text(json.dumps({f"resad_{args.setting}": fit_seconds}, indent=2))
-    print(table.groupby("shots")[["instance_auroc", "full_pixel_auroc", "full_pro"]].mean().round(4))
-    return {"output": output, "results": table, "fit_seconds": fit_seconds, **files}
-
-
-def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    """Score the -d classes (unseen by the saved model) at every ``--shots`` value; CSVs go to results_path."""
-    from ..cli import UsageError, seed_everything
-
-    if len(args.model_paths) != 1:
-        raise UsageError("ResAD is one model for all classes: give exactly one -p/--model_paths.")
-    seed_everything(args.seed)
-    model = ResAD.load(args.model_paths[0], device=args.device)
-    output = Path(args.results_path)
-    table = evaluate_shots(model, args.data_path, args.subdatasets, args.shots, args.dataset, resize=args.resize,
-                           imagesize=args.imagesize, batch_size=args.batch_size, reference_dir=args.reference_dir,
-                           output=None if args.no_predictions else output,
-                           save_segmentation_images=args.save_segmentation_images)
-    files = write_study(table, output)
-    return {"output": output, "results": table, **files}

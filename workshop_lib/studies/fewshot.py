@@ -1,6 +1,6 @@
 """Few-shot decay study: how a method's accuracy falls as its training images are taken away.
 
-The protocol of the ETH study on MMR (``01011001010/ETH-Data-Science-Lab: MMR_fewer_shot``, METHODS.md 1.6):
+The protocol of the ETH study on MMR (``01011001010/ETH-Data-Science-Lab: MMR_fewer_shot``, ``dataPreparation.sh``):
 keep a percentage ("tier") of the train images of every train sub-folder (each AeBAD domain; MVTec's single
 ``train/good``), for several seeds, train on that subset and evaluate on the unchanged test set, per domain.
 It works for any model of the library. Differences from the original, on purpose:
@@ -22,20 +22,17 @@ A study folder::
     slurm/                                       runs.txt, the job-array script, the two-halves scripts
 
 A run whose result file exists is never run again, so an interrupted study continues where it stopped.
-Command line: ``python -m workshop_lib.fewshot prepare|run|run-one|slurm|collect`` (see docs/fewshot.md).
+Command line: ``python -m workshop_lib fewshot prepare|run|run-one|slurm|collect`` (see docs/fewshot.md).
 """
 
-import argparse
 import inspect
 import json
 import math
 import os
-import re
 import shlex
 import shutil
 import subprocess
 import sys
-import time
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -47,18 +44,19 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .cli import seed_everything
-from .data import load_dataset, split_by_domain
-from .data.layouts import GOOD, list_images, require_dir
-from .errors import DatasetError
-from .evaluate import evaluate
-from .io import atomic_dir, atomic_file
-from .models.base import REGISTRY, AnomalyModel
+from ..data.layouts import GOOD, list_images, require_dir
+from ..data.source import DataSource
+from ..errors import DatasetError
+from ..io import atomic_dir, atomic_file
+from ..models.base import REGISTRY, AnomalyModel
+from ..runs import evaluate_by_domain, fit_timed
+from ..seeding import seed_everything
+from .slurm import write_job_scripts
 
 DEFAULT_TIERS = (1, 3, 5, 10, 15, 25, 35, 45, 55, 70, 85, 100)
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
-COLUMNS = ("method", "category", "tier", "seed", "shots", "domain", "image_auroc", "pixel_auroc", "aupro",
-           "fit_seconds")
+METRICS = ("instance_auroc", "full_pixel_auroc", "full_pro")
+COLUMNS = ("method", "category", "tier", "seed", "shots", "domain", *METRICS, "fit_seconds")
 MANIFEST = "fewshot_manifest.json"
 SAMPLING = "numpy default_rng([seed, round(tier * 1000), crc32(folder)]).choice(n, shots, replace=False)"
 TRAIN_LAYOUT = "<category>/train/good/*.png or <category>/train/good/<folder>/*.png"
@@ -214,14 +212,8 @@ def build_model(method: str, model_kwargs: dict, seed: int) -> AnomalyModel:
     return model_cls(**{**model_kwargs, "seed": seed} if takes_seed else model_kwargs)
 
 
-def evaluate_domains(model: AnomalyModel, root: Path, category: str, study: Study) -> dict[str, dict]:
-    """Metrics per test domain (AeBAD), or one entry named after the category for layouts without domains."""
-    test = load_dataset(root, category, "test", study.layout, study.resize, study.imagesize)
-    return {name: evaluate(model, part)[1] for name, part in (split_by_domain(test) or {category: test}).items()}
-
-
 def run_one(study: Study, run: str, make_model: ModelFactory | None = None) -> Path:
-    """Train and evaluate one run and write its rows atomically; a finished run is skipped."""
+    """Train and evaluate one run and write its rows atomically (one per test domain); a finished run is skipped."""
     result = study.result_path(run)
     if result.is_file():
         return result
@@ -232,26 +224,25 @@ def run_one(study: Study, run: str, make_model: ModelFactory | None = None) -> P
     subset = prepare_subset(Path(study.data_root) / category, study.subset_root(tier, seed) / category, tier, seed)
     seed_everything(seed)
     model = make_model(seed) if make_model is not None else build_model(study.method, study.model_kwargs, seed)
-    train = load_dataset(subset.parent, category, "train", study.layout, study.resize, study.imagesize)
-    started = time.perf_counter()
-    model.fit(train)
-    fit_seconds = time.perf_counter() - started
+    source = DataSource(subset.parent, study.layout, study.resize, study.imagesize)
+    train = source.load(category, "train")
+    fit_seconds = fit_timed(model, train)
     rows = [{"method": study.label or study.method, "category": category, "tier": tier, "seed": seed,
-             "shots": len(train), "domain": domain, "image_auroc": metrics["instance_auroc"],
-             "pixel_auroc": metrics["full_pixel_auroc"], "aupro": metrics["full_pro"], "fit_seconds": fit_seconds}
-            for domain, metrics in evaluate_domains(model, subset.parent, category, study).items()]
+             "shots": len(train), "domain": domain or category, **{m: metrics[m] for m in METRICS},
+             "fit_seconds": fit_seconds}
+            for domain, (_, metrics) in evaluate_by_domain(model, source.load(category, "test")).items()]
     with atomic_file(result) as staging:
         staging.write_text(json.dumps(rows, indent=2))
     return result
 
 
 def run_in_subprocess(study: Study, run: str, threads: int) -> int:
-    """``python -m workshop_lib.fewshot run-one`` (as a Slurm task does), logged to ``<study>/logs/<run>.log``."""
+    """``python -m workshop_lib fewshot run-one`` (as a Slurm task does), logged to ``<study>/logs/<run>.log``."""
     log = study.folder / "logs" / f"{run}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     with open(log, "w") as stream:
-        command = [sys.executable, "-m", "workshop_lib.fewshot", "run-one", str(study.folder), run]
+        command = [sys.executable, "-m", "workshop_lib", "fewshot", "run-one", str(study.folder), run]
         return subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT, env=env).returncode
 
 
@@ -281,46 +272,19 @@ def run_study(study: Study, make_model: ModelFactory | None = None, workers: int
     return collect(study.folder)
 
 
-# -- Slurm ----------------------------------------------------------------------------------------------------
-def slurm_header(job_name: str, time_limit: str, output: str, sbatch_options: Sequence[str]) -> list[str]:
-    return ["#!/bin/bash", f"#SBATCH --job-name={job_name}", f"#SBATCH --time={time_limit}",
-            f"#SBATCH --output={output}", *(f"#SBATCH {option}" for option in sbatch_options)]
-
-
+# -- Slurm -----------------------------------------------------------------------------------------------------
 def write_slurm_scripts(study: Study, halves: bool = False, time_limit: str = "70:00:00",
                         sbatch_options: Sequence[str] = (), python: str = sys.executable) -> list[Path]:
-    """Scripts for the pending runs, in ``<study>/slurm/``: ``runs.txt`` and a job array (``sbatch
-    fewshot_array.sh``, one task per run), or with ``halves=True`` the original's two jobs, each running half of
-    the run list one after another. Re-writing after an interruption covers only what is left."""
+    """Scripts for the pending runs, in ``<study>/slurm/`` (``studies.slurm.write_job_scripts``): a job array with one
+    task per run, or with ``halves=True`` the original's two jobs. Re-writing after an interruption covers only what
+    is left."""
     study.save()
     runs = study.pending()
     if not runs:
         print(f"Nothing to run: every run of {study.folder} has its result.")
         return []
-    slurm = study.folder / "slurm"
-    (slurm / "logs").mkdir(parents=True, exist_ok=True)
-    command = f"{shlex.quote(python)} -m workshop_lib.fewshot run-one {shlex.quote(str(study.folder))}"
-    setup = ["set -uo pipefail", f"cd {shlex.quote(os.getcwd())}"]
-    runs_file = slurm / "runs.txt"
-    scripts = {runs_file: "\n".join(runs) + "\n"}
-    if halves:
-        middle = math.ceil(len(runs) / 2)
-        for number, part in enumerate((runs[:middle], runs[middle:]), start=1):
-            lines = slurm_header(f"fewshot-{number}", time_limit, str(slurm / "logs" / f"half{number}_%j.out"),
-                                 sbatch_options) + setup + ["status=0", "for RUN in \\"]
-            lines += [f"    {shlex.quote(run)} \\" for run in part]
-            lines += ["; do", f'    {command} "$RUN" || status=1', "done", "exit $status"]
-            scripts[slurm / f"fewshot_half{number}.sh"] = "\n".join(lines) + "\n"
-    else:
-        lines = slurm_header("fewshot", time_limit, str(slurm / "logs" / "%A_%a.out"), sbatch_options)
-        lines += [f"#SBATCH --array=0-{len(runs) - 1}", *setup,
-                  f'RUN=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {shlex.quote(str(runs_file))})',
-                  f'{command} "$RUN"']
-        scripts[slurm / "fewshot_array.sh"] = "\n".join(lines) + "\n"
-    for path, text in scripts.items():
-        with atomic_file(path) as staging:
-            staging.write_text(text)
-    return list(scripts)
+    command = f"{shlex.quote(python)} -m workshop_lib fewshot run-one {shlex.quote(str(study.folder))}"
+    return write_job_scripts(study.folder / "slurm", "fewshot", runs, command, halves, time_limit, sbatch_options)
 
 
 # -- tables ---------------------------------------------------------------------------------------------------
@@ -343,127 +307,14 @@ def merge_tables(*tables: pd.DataFrame) -> pd.DataFrame:
 
 def add_domain_mean(table: pd.DataFrame) -> pd.DataFrame:
     """The table plus rows with domain "mean": each run's metrics averaged over its domains, as the original's
-    reported number (METHODS.md 1.6)."""
+    reported number."""
     keys = ["method", "category", "tier", "seed", "shots"]
-    means = table.groupby(keys, as_index=False)[["image_auroc", "pixel_auroc", "aupro", "fit_seconds"]].mean()
+    means = table.groupby(keys, as_index=False)[[*METRICS, "fit_seconds"]].mean()
     return pd.concat([table, means.assign(domain="mean")[list(COLUMNS)]], ignore_index=True)
 
 
-def summarize(table: pd.DataFrame, metric: str = "image_auroc") -> pd.DataFrame:
+def summarize(table: pd.DataFrame, metric: str = "instance_auroc") -> pd.DataFrame:
     """Mean and standard deviation over seeds per method, domain and tier (with the shots)."""
     grouped = table.groupby(["method", "domain", "tier"])
     return grouped.agg(shots=("shots", "first"), mean=(metric, "mean"), std=(metric, "std"),
                        seeds=("seed", "nunique")).reset_index()
-
-
-# -- the original MMR logs ------------------------------------------------------------------------------------
-# Keyed on message text, not line numbers (METHODS.md 1.5), so logs of later MMR versions parse too.
-MMR_CONFIG = re.compile(r"path_to_config is .*?(\d+(?:\.\d+)?)_percent_(\d+)_seed")
-MMR_LOADER = re.compile(r"the data in current individual_dataloader (\S+) are (\d+)\.")
-MMR_DOMAIN = re.compile(r"current domain shift mode is (\S+?)!")
-MMR_METRICS = {
-    "image_auroc": re.compile(r"'s Image_Level AUROC is (\d+(?:\.\d+)?)\.%"),
-    "pixel_auroc": re.compile(r"'s Full_Pixel_Level AUROC is (\d+(?:\.\d+)?)\.%"),
-    "aupro": re.compile(r"'s per-region-overlap \(PRO\) AUROC is (\d+(?:\.\d+)?)\.%"),
-}
-
-
-def parse_mmr_log(text: str) -> list[dict]:
-    """Rows of one log of the official MMR code: one per evaluated domain, AUROCs as fractions (0-1).
-
-    ``tier`` and ``seed`` come from the ``<pct>_percent_<seed>_seed`` config path (NaN if absent), ``shots``
-    from the train-loader size line, ``domain`` from the preceding domain-shift line (the loader name if there
-    is none, as on MVTec). The "Mean ..." lines are skipped: ``add_domain_mean`` recomputes them.
-    """
-    rows: list[dict] = []
-    state = {"method": "MMR", "category": "", "tier": np.nan, "seed": np.nan, "shots": np.nan, "domain": ""}
-    row: dict | None = None
-    for line in text.splitlines():
-        if match := MMR_CONFIG.search(line):
-            state.update(tier=float(match[1]), seed=int(match[2]))
-        elif match := MMR_LOADER.search(line):
-            row = None
-            state.update(category=match[1], shots=int(match[2]), domain=match[1])
-        elif match := MMR_DOMAIN.search(line):
-            row = None
-            state["domain"] = match[1]
-        for metric, pattern in MMR_METRICS.items():
-            if match := pattern.search(line):
-                if row is None:
-                    row = {**state, "image_auroc": np.nan, "pixel_auroc": np.nan, "aupro": np.nan,
-                           "fit_seconds": np.nan}
-                    rows.append(row)
-                row[metric] = float(match[1]) / 100
-    return rows
-
-
-def read_mmr_logs(*paths: str | Path) -> pd.DataFrame:
-    """MMR log files (or folders searched for ``*.log``) as one table with the study's columns."""
-    files = [f for p in map(Path, paths) for f in (sorted(p.rglob("*.log")) if p.is_dir() else [p])]
-    rows = [row for f in files for row in parse_mmr_log(f.read_text(errors="replace"))]
-    return pd.DataFrame(rows, columns=list(COLUMNS))
-
-
-# -- command line ---------------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m workshop_lib.fewshot", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    prepare = commands.add_parser("prepare", help="write study.json and build every subset")
-    prepare.add_argument("folder", help="study folder")
-    prepare.add_argument("--data_root", required=True)
-    prepare.add_argument("-d", "--category", action="append", required=True, dest="categories",
-                         help="category folder under data_root, e.g. AeBAD_S (repeat for several)")
-    prepare.add_argument("--layout", default="mvtec", help="mvtec, mpdd, mvtec3d, aebad_s or aebad_v")
-    prepare.add_argument("--method", default="patchcore", help=", ".join(sorted(REGISTRY)))
-    prepare.add_argument("--model_kwargs", type=json.loads, default={},
-                         help='constructor arguments as JSON, e.g. \'{"backbone": "resnet18", "weights": null}\'')
-    prepare.add_argument("--tiers", type=float, nargs="+", default=list(DEFAULT_TIERS))
-    prepare.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS))
-    prepare.add_argument("--resize", type=int, default=256)
-    prepare.add_argument("--imagesize", type=int, default=224)
-    prepare.add_argument("--label", default="", help="method name in the tables (default: --method)")
-    run = commands.add_parser("run", help="run every pending run here")
-    run.add_argument("folder")
-    run.add_argument("--workers", type=int, default=1, help="local processes")
-    one = commands.add_parser("run-one", help="one run by name (what Slurm tasks call)")
-    one.add_argument("folder")
-    one.add_argument("run", help="<category>/<tier>_percent_<seed>_seed, as in slurm/runs.txt")
-    slurm = commands.add_parser("slurm", help="write Slurm scripts for the pending runs")
-    slurm.add_argument("folder")
-    slurm.add_argument("--halves", action="store_true", help="the original's two jobs instead of a job array")
-    slurm.add_argument("--time", default="70:00:00", help="time limit per job (array task or half)")
-    slurm.add_argument("--sbatch", action="append", default=[], help='extra option, e.g. "--gres=gpu:1"')
-    gather = commands.add_parser("collect", help="all rows as one CSV, with a summary per tier")
-    gather.add_argument("folders", nargs="*", help="study folders")
-    gather.add_argument("--mmr_logs", nargs="*", default=[], help="MMR log files or folders to merge in")
-    gather.add_argument("--output", required=True, help="CSV to write")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> object:
-    args = build_parser().parse_args(argv)
-    if args.command == "prepare":
-        tiers = [int(t) if t.is_integer() else t for t in args.tiers]
-        study = Study(Path(args.folder), args.data_root, args.categories, layout=args.layout, method=args.method,
-                      model_kwargs=args.model_kwargs, tiers=tiers, seeds=args.seeds, resize=args.resize,
-                      imagesize=args.imagesize, label=args.label)
-        study.save()
-        return prepare_subsets(study)
-    if args.command == "run":
-        return run_study(Study.load(args.folder), workers=args.workers)
-    if args.command == "run-one":
-        return run_one(Study.load(args.folder), args.run)
-    if args.command == "slurm":
-        scripts = write_slurm_scripts(Study.load(args.folder), args.halves, args.time, args.sbatch)
-        print("\n".join(f"sbatch {s}" for s in scripts if s.suffix == ".sh"))
-        return scripts
-    tables = [collect(*args.folders)] + ([read_mmr_logs(*args.mmr_logs)] if args.mmr_logs else [])
-    table = merge_tables(*tables)
-    with atomic_file(args.output) as staging:
-        table.to_csv(staging, index=False)
-    print(summarize(add_domain_mean(table)).to_string(index=False))
-    return table
-
-
-if __name__ == "__main__":
-    main()

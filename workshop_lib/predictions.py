@@ -1,4 +1,5 @@
-"""Dataset -> model -> Predictions -> metrics and files. Plots read Predictions and never recompute scores.
+"""What a model said about a test set, and the files that keep it: ``Predictions`` (one ``.npz`` per test set) and
+``results.csv``. Plots and checks read these and never recompute a score.
 
 Output layout, as in patchcore-inspection: ``<results>/<project>/<group>/`` holds ``results.csv`` (one row per
 category plus ``Mean``), ``models/<dataset>_<category>/`` and ``predictions/<dataset>_<category>.npz``.
@@ -6,18 +7,14 @@ category plus ``Mean``), ``models/<dataset>_<category>/`` and ``predictions/<dat
 
 import csv
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from .io import atomic_file
 from .metrics import auroc, compute_metrics
-from .models.base import AnomalyModel
 
 RESULT_COLUMNS = ("instance_auroc", "full_pixel_auroc", "full_pro", "anomaly_pixel_auroc", "anomaly_pro")
 
@@ -69,49 +66,13 @@ class Predictions:
 
         image_low, image_high = float(self.image_scores.min()), float(self.image_scores.max())
         map_low, map_high = float(self.anomaly_maps.min()), float(self.anomaly_maps.max())
-        return Predictions(
-            self.category, scale(self.image_scores, image_low, image_high),
-            scale(self.anomaly_maps, map_low, map_high), self.labels, self.masks, self.paths,
-            self.defect_types, float(scale(np.float64(self.image_threshold), image_low, image_high)),
-            float(scale(np.float64(self.pixel_threshold), map_low, map_high)),
+        return replace(
+            self,
+            image_scores=scale(self.image_scores, image_low, image_high),
+            anomaly_maps=scale(self.anomaly_maps, map_low, map_high),
+            image_threshold=float(scale(np.float64(self.image_threshold), image_low, image_high)),
+            pixel_threshold=float(scale(np.float64(self.pixel_threshold), map_low, map_high)),
         )
-
-
-def predict_dataset(model: AnomalyModel, dataset: Dataset, batch_size: int = 8, progress: bool = True,
-                    num_workers: int = 0) -> Predictions:
-    """Run a fitted model over a test dataset."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    scores, maps, labels, masks, paths, defects = [], [], [], [], [], []
-    for batch in tqdm(loader, desc=f"Scoring {getattr(dataset, 'category', '')}".strip(), disable=not progress):
-        output = model.predict(batch["image"])
-        scores.append(output.image_scores)
-        maps.append(output.anomaly_maps)
-        labels.append(batch["label"].numpy())
-        masks.append(batch["mask"][:, 0].numpy() > 0.5)
-        paths.extend(batch["path"])
-        defects.extend(batch["defect_type"])
-    image_scores = np.concatenate(scores)
-    return Predictions(
-        category=getattr(dataset, "category", ""),
-        image_scores=image_scores,
-        anomaly_maps=np.concatenate(maps),
-        labels=np.concatenate(labels).astype(np.int64),
-        masks=np.concatenate(masks),
-        paths=np.asarray(paths),
-        defect_types=np.asarray(defects),
-        calibrated_scores=model.calibrated_scores(image_scores),
-    )
-
-
-def evaluate(model: AnomalyModel, dataset: Dataset, batch_size: int = 8,
-             progress: bool = True) -> tuple[Predictions, dict]:
-    """Predictions on ``dataset`` (with their F1-optimal thresholds filled in) and the metrics dict."""
-    with torch.no_grad():
-        predictions = predict_dataset(model, dataset, batch_size, progress)
-    metrics = predictions.metrics()
-    predictions.image_threshold = metrics["image_threshold"]
-    predictions.pixel_threshold = metrics["pixel_threshold"]
-    return predictions, metrics
 
 
 def write_results_csv(rows: dict[str, dict], path: str | Path,
@@ -132,18 +93,13 @@ def read_results_csv(path: str | Path) -> pd.DataFrame:
     return pd.read_csv(path, index_col="Row Names")
 
 
-def create_run_folder(results_path: str | Path, project: str, group: str) -> Path:
-    """``<results>/<project>/<group>``, or ``<group>_0``, ``<group>_1``... if it exists: never overwrite a run."""
-    base = Path(results_path) / project
-    base.mkdir(parents=True, exist_ok=True)
-    candidate, counter = base / group, 0
-    while True:
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            candidate = base / f"{group}_{counter}"
-            counter += 1
+def compare_runs(runs: dict[str, str | Path], metrics: Sequence[str]) -> pd.DataFrame:
+    """Several runs' results.csv side by side: one row per results row (categories, Mean), columns
+    ``"<run name> <metric>"``."""
+    table = pd.concat({name: read_results_csv(Path(run) / "results.csv")[list(metrics)] for name, run in runs.items()},
+                      axis=1)
+    table.columns = [f"{name} {metric}" for name, metric in table.columns]
+    return table
 
 
 def per_image_table(predictions: Predictions) -> pd.DataFrame:
