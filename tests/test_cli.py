@@ -31,12 +31,19 @@ def test_train_then_evaluate_end_to_end(synthetic_root, tmp_path):
     assert predictions.anomaly_maps.shape[1:] == (64, 64) and len(predictions) == 25
     assert table.loc["Mean", "instance_auroc"] > 0.6 and table.loc["Mean", "full_pixel_auroc"] > 0.7
 
-    evaluated = main(["patchcore", "evaluate", str(tmp_path / "eval"),
+    trained_files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    evaluated = main(["patchcore", "evaluate", str(tmp_path / "eval"),  # at the models' own 64 px, no size flags
                       "--model_path", str(run / "models" / "mvtec_washer"),
                       "--model_path", str(run / "models" / "mvtec_tile"), "-d", "washer", "-d", "tile",
-                      "--resize", "64", "--imagesize", "64", "--data_path", str(synthetic_root)])
-    again = pd.read_csv(tmp_path / "eval" / "results.csv", index_col="Row Names")
+                      "--data_path", str(synthetic_root)])
+    assert evaluated["output"] == tmp_path / "eval" / "evaluated" / "group"  # a run folder of its own
+    again = pd.read_csv(evaluated["output"] / "results.csv", index_col="Row Names")
     pd.testing.assert_frame_equal(again, table)  # loading a saved model reproduces the training-time numbers
+    # evaluating into the training run's own folder makes a new run folder there and changes no file of the run
+    inside = main(["patchcore", "evaluate", str(run), "--model_path", str(run / "models" / "mvtec_tile"), "-d",
+                   "tile", "--data_path", str(synthetic_root)])
+    assert inside["output"] == run / "evaluated" / "group"
+    assert {p: p.read_bytes() for p in trained_files} == trained_files
     assert evaluated["results"]["mvtec_tile"]["instance_auroc"] == pytest.approx(
         table.loc["mvtec_tile", "instance_auroc"], abs=1e-6)
     # A second training run with the same names goes to a new folder instead of overwriting.

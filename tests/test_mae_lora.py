@@ -261,7 +261,7 @@ def test_cli_train_and_evaluate(synthetic_root, tmp_path):
                       "--model_path", str(run / "models" / "mvtec_washer"), "-d", "washer",
                       "--data_path", str(synthetic_root), "--resize", "64", "--imagesize", "64"])
     assert evaluated["results"]["mvtec_washer"]["instance_auroc"] == result["results"]["mvtec_washer"]["instance_auroc"]
-    assert list(read_results_csv(tmp_path / "evaluated" / "results.csv").index) == ["mvtec_washer", "Mean"]
+    assert list(read_results_csv(evaluated["output"] / "results.csv").index) == ["mvtec_washer", "Mean"]
 
 
 @pytest.mark.slow

@@ -56,7 +56,7 @@ def test_solution_notebook_runs_at_ci_size(run_notebook, name):
         assert table.loc["ImageNet", "instance_auroc"] > table.loc["random init", "instance_auroc"]
         assert (output_dir / "step1" / "0000" / "models" / "mvtec_washer" / "config.json").is_file()
     if name == "02_evaluate":
-        results = pd.read_csv(output_dir / "evaluated" / "results.csv", index_col="Row Names")
+        results = pd.read_csv(output_dir / "evaluated" / "evaluated" / "group" / "results.csv", index_col="Row Names")
         assert list(results.index) == ["mvtec_washer", "mvtec_tile", "Mean"]
     if name == "07_image_size_sweep":
         sweep = pd.read_csv(output_dir / "07_image_size_sweep.csv")

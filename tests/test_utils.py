@@ -38,8 +38,9 @@ def test_trainer_and_evaluator_run_inside_commandline_args(synthetic_root, tmp_p
     eval_args = utils.get_evaluate_args(str(tmp_path / "evaluated"), [str(model_dir)], ("capsule",), resize=64,
                                         image_size=64, data_path=str(synthetic_root))
     with utils.commandline_args(*eval_args):
-        utils.evaluator()
-    table = pd.read_csv(tmp_path / "evaluated" / "results.csv", index_col="Row Names")
+        evaluated = utils.evaluator()
+    assert evaluated["output"].parent.parent == tmp_path / "evaluated"
+    table = pd.read_csv(evaluated["output"] / "results.csv", index_col="Row Names")
     assert table.loc["mvtec_capsule", "instance_auroc"] == pytest.approx(
         result["results"]["mvtec_capsule"]["instance_auroc"], abs=1e-6)
 

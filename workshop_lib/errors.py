@@ -19,3 +19,11 @@ class ModelFileError(WorkshopError, ValueError):
 
 class UsageError(WorkshopError, ValueError):
     """A wrong command line or argument combination; the message says which flag and what to pass instead."""
+
+
+class CheckpointError(WorkshopError, ValueError):
+    """A checkpoint cannot be resumed: it is missing, of other settings, or further than asked for."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl+C (or a notebook's interrupt) during training; the message says where the last checkpoint is."""

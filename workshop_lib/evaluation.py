@@ -1,5 +1,8 @@
 """Run a fitted model over a test set: dataset -> model -> Predictions -> metrics."""
 
+import json
+import warnings
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -10,18 +13,29 @@ from .predictions import Predictions
 
 
 def predict_dataset(model: AnomalyModel, dataset: Dataset, batch_size: int = 8, progress: bool = True) -> Predictions:
-    """Run a fitted model over a test dataset."""
+    """Run a fitted model over a test dataset (a warning when the dataset is not preprocessed as the model's
+    training images were: a model trained at 64 px scores nonsense at 256 px)."""
+    geometry = getattr(dataset, "preprocessing", None)
+    trained = getattr(model, "preprocessing_", None)
+    if trained is not None and geometry is not None and trained != geometry:
+        warnings.warn(f"{type(model).__name__} was trained on images preprocessed as '{trained.describe()}' "
+                      f"(crop={trained.crop}); these are '{geometry.describe()}' (crop={geometry.crop}). Scores and "
+                      "maps are not comparable with the model's training: load the test set with the model's "
+                      "preprocessing (model.preprocessing_; the CLI's evaluate does so unless --resize/--imagesize/"
+                      "--crop are given).", UserWarning, stacklevel=2)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    scores, maps, labels, masks, paths, defects = [], [], [], [], [], []
+    scores, maps, labels, masks, valid, paths, defects = [], [], [], [], [], [], []
     for batch in tqdm(loader, desc=f"Scoring {getattr(dataset, 'category', '')}".strip(), disable=not progress):
         output = model.predict(batch["image"])
         scores.append(output.image_scores)
         maps.append(output.anomaly_maps)
         labels.append(batch["label"].numpy())
         masks.append(batch["mask"][:, 0].numpy() > 0.5)
+        valid.append(batch["valid"][:, 0].numpy())
         paths.extend(batch["path"])
         defects.extend(batch["defect_type"])
     image_scores = np.concatenate(scores)
+    valid = np.concatenate(valid)
     return Predictions(
         category=getattr(dataset, "category", ""),
         image_scores=image_scores,
@@ -31,6 +45,8 @@ def predict_dataset(model: AnomalyModel, dataset: Dataset, batch_size: int = 8, 
         paths=np.asarray(paths),
         defect_types=np.asarray(defects),
         calibrated_scores=model.calibrated_scores(image_scores),
+        valid=None if valid.all() else valid,
+        preprocessing=json.dumps(geometry.as_dict()) if geometry is not None else "",
     )
 
 

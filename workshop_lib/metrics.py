@@ -38,16 +38,18 @@ def f1_optimal_threshold(labels: np.ndarray, scores: np.ndarray) -> tuple[float,
     return float(thresholds[best]), float(f1[best])
 
 
-def aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = PRO_FPR_LIMIT) -> float:
-    """Normalised area under the PRO curve for FPR in [0, fpr_limit].
+def aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = PRO_FPR_LIMIT,
+          valid: np.ndarray | None = None) -> float:
+    """Normalised area under the PRO curve for FPR in [0, fpr_limit], over the ``valid`` pixels (default: all).
 
     Exact, in one sort: each defect region's pixels carry weight 1 / (region size * number of regions), each
     normal pixel 1 / (number of normal pixels); sweeping the threshold down the sorted scores, the running
     sums are the PRO and the FPR.
     """
-    masks = np.asarray(masks).astype(bool)
+    valid = np.ones(np.shape(masks), bool) if valid is None else np.asarray(valid, bool)
+    masks = np.asarray(masks).astype(bool) & valid
     maps = np.asarray(maps, dtype=np.float64)
-    if not masks.any() or masks.all():
+    if not masks.any() or masks[valid].all():
         return float("nan")
     weights = np.zeros(masks.shape, dtype=np.float64)
     regions_total = 0
@@ -61,7 +63,7 @@ def aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = PRO_FPR_LIMIT)
             sizes = np.bincount(regions.ravel())
             region_weight = np.where(regions > 0, 1.0 / sizes[regions], 0.0)
             weights[i] = region_weight / regions_total
-    normal = ~masks
+    normal = ~masks & valid
     fpr_weights = normal / normal.sum()
     order = np.argsort(-maps.ravel(), kind="stable")
     scores_sorted = maps.ravel()[order]
@@ -78,19 +80,23 @@ def aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = PRO_FPR_LIMIT)
     return float(np.trapezoid(pro_cut, fpr_cut) / fpr_limit)
 
 
-def compute_metrics(image_scores: np.ndarray, labels: np.ndarray, maps: np.ndarray, masks: np.ndarray) -> dict:
-    """All metrics of one category; column names follow patchcore-inspection's results.csv."""
+def compute_metrics(image_scores: np.ndarray, labels: np.ndarray, maps: np.ndarray, masks: np.ndarray,
+                    valid: np.ndarray | None = None) -> dict:
+    """All metrics of one category; column names follow patchcore-inspection's results.csv. Pixel metrics count the
+    ``valid`` pixels only (default: all; a letterbox's bars are not part of the image)."""
     labels = np.asarray(labels).astype(bool)
     masks = np.asarray(masks).astype(bool)
+    valid = np.ones(masks.shape, bool) if valid is None else np.asarray(valid, bool)
     has_defect = masks.reshape(len(masks), -1).any(axis=1)
     image_threshold, image_f1 = f1_optimal_threshold(labels, image_scores)
-    pixel_threshold, pixel_f1 = f1_optimal_threshold(masks, maps)
+    pixel_threshold, pixel_f1 = f1_optimal_threshold(masks[valid], maps[valid])
+    defect_valid = valid[has_defect]
     return {
         "instance_auroc": auroc(labels, image_scores),
-        "full_pixel_auroc": auroc(masks, maps),
-        "full_pro": aupro(masks, maps),
-        "anomaly_pixel_auroc": auroc(masks[has_defect], maps[has_defect]),
-        "anomaly_pro": aupro(masks[has_defect], maps[has_defect]),
+        "full_pixel_auroc": auroc(masks[valid], maps[valid]),
+        "full_pro": aupro(masks, maps, valid=valid),
+        "anomaly_pixel_auroc": auroc(masks[has_defect][defect_valid], maps[has_defect][defect_valid]),
+        "anomaly_pro": aupro(masks[has_defect], maps[has_defect], valid=defect_valid),
         "image_threshold": image_threshold,
         "image_f1": image_f1,
         "pixel_threshold": pixel_threshold,

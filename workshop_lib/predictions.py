@@ -6,13 +6,16 @@ category plus ``Mean``), ``models/<dataset>_<category>/`` and ``predictions/<dat
 """
 
 import csv
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
+from .data.transforms import Preprocessing
 from .io import atomic_file
 from .metrics import auroc, compute_metrics
 
@@ -37,6 +40,8 @@ class Predictions:
     image_threshold: float = float("nan")
     pixel_threshold: float = float("nan")
     calibrated_scores: np.ndarray | None = None  # (N,) in [0, 1], for models with a calibration (RD4AD)
+    valid: np.ndarray | None = None  # (N, H, W) bool: the pixels that come from the image (None: all of them)
+    preprocessing: str = ""  # JSON of the data.transforms.Preprocessing that made the maps' geometry
 
     def __len__(self) -> int:
         return len(self.image_scores)
@@ -52,12 +57,28 @@ class Predictions:
     def load(cls, path: str | Path) -> "Predictions":
         with np.load(path, allow_pickle=False) as data:
             values = {f.name: data[f.name] for f in fields(cls) if f.name in data}  # optional fields may be absent
-        for name in ("category", "image_threshold", "pixel_threshold"):
-            values[name] = values[name].item()
+        for name in ("category", "image_threshold", "pixel_threshold", "preprocessing"):
+            if name in values:
+                values[name] = values[name].item()
         return cls(**values)
 
     def metrics(self) -> dict:
-        return compute_metrics(self.image_scores, self.labels, self.anomaly_maps, self.masks)
+        return compute_metrics(self.image_scores, self.labels, self.anomaly_maps, self.masks, self.valid)
+
+    def geometry(self) -> Preprocessing | None:
+        """How the images were brought to the maps' size (None for predictions of earlier versions)."""
+        return Preprocessing.from_dict(json.loads(self.preprocessing)) if self.preprocessing else None
+
+    def map_on_original(self, index: int) -> np.ndarray:
+        """Image ``index``'s anomaly map at the pixels of its original file (the crop or letterbox undone), to overlay
+        on the original image; NaN where the network never looked (outside a centre crop)."""
+        geometry = self.geometry()
+        if geometry is None:
+            raise ValueError("These predictions do not record their preprocessing (made by an earlier version): "
+                             "evaluate the model again.")
+        with Image.open(self.paths[index]) as image:
+            original = (image.height, image.width)
+        return geometry.to_original(self.anomaly_maps[index], original)
 
     def normalized(self) -> "Predictions":
         """Scores min-max normalised over this test set, as upstream's results (for comparison plots only)."""

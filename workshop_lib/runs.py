@@ -8,7 +8,8 @@ is the mean over domains as in the MMR paper.
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -24,6 +25,19 @@ from .predictions import Predictions, write_results_csv
 from .seeding import seed_everything
 
 FIT_SECONDS_FILE = "fit_seconds.json"
+
+
+@contextmanager
+def new_run_folder(results_path: str | Path, project: str, group: str) -> Iterator[Path]:
+    """``create_run_folder``, removed again when the body fails before it wrote anything there: a failed start
+    leaves no empty run folder that a notebook would take for a run."""
+    folder = create_run_folder(results_path, project, group)
+    try:
+        yield folder
+    except BaseException:
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
 
 
 def create_run_folder(results_path: str | Path, project: str, group: str) -> Path:
@@ -69,15 +83,14 @@ def row_name(run_name: str, domain: str) -> str:
     return f"{run_name}_{domain}" if domain else run_name
 
 
-def evaluate_category(model: AnomalyModel, source: DataSource, category: str, output: Path | None,
+def evaluate_category(model: AnomalyModel, test: AnomalyDataset, run_name: str, output: Path | None,
                       batch_size: int = 8, save_segmentation_images: bool = False,
                       progress: bool = True) -> dict[str, dict]:
-    """Evaluate one category on its test split (per domain where the layout has domains); with ``output``, write
-    ``predictions/<row>.npz`` (and the example grids); prints the AUROCs; returns {row name: metrics}."""
+    """Evaluate one category's test set (per domain where the layout has domains); with ``output``, write
+    ``predictions/<row>.npz`` (and the example grids); prints the AUROCs; returns {result row name: metrics}."""
     results = {}
-    for domain, (predictions, metrics) in evaluate_by_domain(model, source.load(category, "test"), batch_size,
-                                                             progress).items():
-        name = row_name(source.run_name(category), domain)
+    for domain, (predictions, metrics) in evaluate_by_domain(model, test, batch_size, progress).items():
+        name = row_name(run_name, domain)
         if output is not None:
             predictions.save(output / "predictions" / f"{name}.npz")
             if save_segmentation_images:
@@ -87,23 +100,34 @@ def evaluate_category(model: AnomalyModel, source: DataSource, category: str, ou
     return results
 
 
+def load_splits(source: DataSource, categories: Sequence[str]) -> dict[str, tuple[AnomalyDataset, AnomalyDataset]]:
+    """(train, test) of every category, each image and mask checked: a bad file or category fails here, before
+    the first model trains, not after hours of training."""
+    return {category: (source.load(category, "train"), source.load(category, "test")) for category in categories}
+
+
 def train_categories(make_model: Callable[[], AnomalyModel], source: DataSource, categories: Sequence[str],
-                     output: Path, seed: int = 0, save_models: bool = False, overwrite: bool = False,
-                     save_predictions: bool = True, save_segmentation_images: bool = False,
+                     results_path: str | Path, project: str, group: str, seed: int = 0, save_models: bool = False,
+                     overwrite: bool = False, save_predictions: bool = True, save_segmentation_images: bool = False,
                      batch_size: int | None = None) -> dict:
-    """One model per category: seed, fit (timed), save (optionally), evaluate; then results.csv and
-    fit_seconds.json in ``output``. ``batch_size`` of the evaluation defaults to the model's own."""
+    """One model per category: seed, fit (timed), save (optionally), evaluate, in a new run folder
+    ``<results_path>/<project>/<group>[_N]``. Every split is checked before the first fit; results.csv and
+    fit_seconds.json are rewritten after each category, so a later failure keeps the finished ones.
+    ``batch_size`` of the evaluation defaults to the model's own."""
+    splits = load_splits(source, categories)
     results, timings = {}, {}
-    for category in categories:
-        seed_everything(seed)
-        model = make_model()
-        run_name = source.run_name(category)
-        timings[run_name] = round(fit_timed(model, source.load(category, "train")), 3)
-        if save_models:
-            model.save(output / "models" / run_name, overwrite=overwrite)
-        results.update(evaluate_category(model, source, category, output if save_predictions else None,
-                                         batch_size or getattr(model, "batch_size", 8), save_segmentation_images))
-    write_results_csv(results, output / "results.csv")
-    with atomic_file(output / FIT_SECONDS_FILE) as staging:
-        staging.write_text(json.dumps(timings, indent=2))
+    with new_run_folder(results_path, project, group) as output:
+        print(f"Results go to {output}")
+        for category, (train, test) in splits.items():
+            seed_everything(seed)
+            model = make_model()
+            run_name = source.run_name(category)
+            timings[run_name] = round(fit_timed(model, train), 3)
+            if save_models:
+                model.save(output / "models" / run_name, overwrite=overwrite)
+            results.update(evaluate_category(model, test, run_name, output if save_predictions else None,
+                                             batch_size or model.batch_size, save_segmentation_images))
+            write_results_csv(results, output / "results.csv")
+            with atomic_file(output / FIT_SECONDS_FILE) as staging:
+                staging.write_text(json.dumps(timings, indent=2))
     return {"output": output, "results": results, "fit_seconds": timings}

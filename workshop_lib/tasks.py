@@ -67,7 +67,9 @@ def get_evaluate_args(
     device: str = "auto",
     dataset: str = "mvtec",
 ) -> list[str]:
-    """argv for ``evaluator``: results.csv and predictions/ are written into ``results_dst_folder``."""
+    """argv for ``evaluator``: results.csv and predictions/ go to a new run folder
+    ``<results_dst_folder>/evaluated/<group>[_N]`` (``evaluator()["output"]``); the models' own preprocessing is
+    used unless ``resize``/``image_size`` say otherwise."""
     args = ["command", "patchcore", "evaluate", "--seed", "0", results_dst_folder, "--device", device]
     for path in model_paths:
         args += ["--patch_core_paths", str(path)]

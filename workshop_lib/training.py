@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from .errors import CheckpointError, TrainingInterrupted
 from .io import atomic_file
 
 CHECKPOINT_FILE = "last.pt"
@@ -59,18 +60,39 @@ def restore_random_states(states: dict[str, Any], generators: Sequence[torch.Gen
 
 
 def save_checkpoint(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any | None,
-                    epoch: int, losses: list[float], generators: Sequence[torch.Generator] = ()) -> None:
+                    epoch: int, losses: list[float], generators: Sequence[torch.Generator] = (),
+                    settings: dict[str, Any] | None = None) -> None:
     state = {"module": module.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict() if scheduler is not None else None,
-             "epoch": epoch, "losses": losses, "random": random_states(generators)}
+             "epoch": epoch, "losses": losses, "random": random_states(generators), "settings": settings}
     with atomic_file(path) as staging:
         torch.save(state, staging)
 
 
+def check_resumable(path: Path, stored: dict[str, Any] | None, settings: dict[str, Any] | None, done: int,
+                    epochs: int) -> None:
+    """Refuse a checkpoint that another configuration wrote, or that trained further than ``epochs``; more epochs
+    than the checkpoint's continue it (the documented way to train longer)."""
+    if stored is not None and settings is not None:
+        different = [f"{key}: {stored.get(key)!r} in the checkpoint, {settings.get(key)!r} now"
+                     for key in sorted(set(stored) | set(settings)) if stored.get(key) != settings.get(key)]
+        if different:
+            raise CheckpointError(f"{path} was written with other settings ({'; '.join(different)}). Resume with the "
+                                  "checkpoint's settings, or start over with another --checkpoint_dir (or without "
+                                  "--resume).")
+    if done > epochs:
+        raise CheckpointError(f"{path} has already trained {done} epochs, more than the {epochs} asked for: pass "
+                              f"--epochs {done} or more to use it, or start over with another --checkpoint_dir.")
+
+
 def load_checkpoint(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any | None,
-                    generators: Sequence[torch.Generator] = ()) -> tuple[int, list[float]]:
-    """Restore states in place; returns (finished epochs, loss history)."""
+                    generators: Sequence[torch.Generator] = (), settings: dict[str, Any] | None = None,
+                    epochs: int | None = None) -> tuple[int, list[float]]:
+    """Restore states in place after ``check_resumable``; returns (finished epochs, loss history)."""
     state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("settings") is None and settings is not None:
+        print(f"{path} was written by an earlier version of the library: its settings cannot be checked.")
+    check_resumable(path, state.get("settings"), settings, int(state["epoch"]), epochs or int(state["epoch"]))
     module.load_state_dict(state["module"])
     optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state["scheduler"] is not None:
@@ -93,33 +115,52 @@ def train_epochs(
     progress: bool = True,
     description: str = "Training",
     generators: Sequence[torch.Generator] = (),
+    settings: dict[str, Any] | None = None,
 ) -> list[float]:
     """Run ``epochs`` epochs (minus those a resumed checkpoint already did); returns mean loss per epoch.
 
     ``batches()`` gives one epoch's batches; ``loss_of_batch`` computes the loss to minimise. The scheduler,
     if any, steps once per batch. With ``resume=True`` and no checkpoint yet, training starts from epoch 0.
     ``generators`` are the random generators training draws from besides torch's global one (the loader's
-    shuffling, masking noise...): checkpointed and restored with it.
+    shuffling, masking noise...): checkpointed and restored with it. ``settings`` (the model's configuration) are
+    stored in every checkpoint; a resumed one must match them (``check_resumable``). Ctrl+C stops with a
+    ``TrainingInterrupted`` that says where the last checkpoint is.
     """
     checkpoint = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
+    if resume and checkpoint is None:
+        raise CheckpointError("resume=True (--resume) needs the folder of the checkpoint: pass checkpoint_dir "
+                              "(--checkpoint_dir), the same as in the run to continue.")
     start, losses = 0, []
-    if resume and checkpoint is not None and checkpoint.is_file():
-        start, losses = load_checkpoint(checkpoint, module, optimizer, scheduler, generators)
+    if resume and checkpoint.is_file():
+        start, losses = load_checkpoint(checkpoint, module, optimizer, scheduler, generators, settings, epochs)
+        print(f"Resuming {checkpoint}: {start} of {epochs} epochs done.")
+    elif resume:
+        print(f"No checkpoint in {checkpoint.parent} yet: training from the first epoch.")
+    saved = start
     bar = tqdm(range(start, epochs), desc=description, disable=not progress, initial=start, total=epochs)
-    for epoch in bar:
-        module.train()
-        total, count = 0.0, 0
-        for batch in batches():
-            loss = loss_of_batch(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            total, count = total + float(loss.detach()), count + 1
-        losses.append(total / max(count, 1))
-        bar.set_postfix(loss=f"{losses[-1]:.4f}")
-        if checkpoint is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):
-            save_checkpoint(checkpoint, module, optimizer, scheduler, epoch + 1, losses, generators)
+    try:
+        for epoch in bar:
+            module.train()
+            total, count = 0.0, 0
+            for batch in batches():
+                loss = loss_of_batch(batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+                total, count = total + float(loss.detach()), count + 1
+            losses.append(total / max(count, 1))
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            if checkpoint is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):
+                save_checkpoint(checkpoint, module, optimizer, scheduler, epoch + 1, losses, generators, settings)
+                saved = epoch + 1
+    except KeyboardInterrupt:
+        bar.close()
+        where = (f"The last checkpoint is {checkpoint} (epoch {saved}); run the same training again with --resume "
+                 f"(resume=True) and --checkpoint_dir {checkpoint.parent} to continue from it."
+                 if checkpoint is not None and saved else
+                 "No checkpoint was written: pass --checkpoint_dir (checkpoint_dir=...) to be able to resume.")
+        raise TrainingInterrupted(f"Training stopped after {len(losses)} of {epochs} epochs. {where}") from None
     module.eval()
     return losses

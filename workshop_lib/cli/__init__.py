@@ -60,8 +60,8 @@ def main(argv: Sequence[str] | None = None):
 
 
 def run(argv: Sequence[str] | None = None) -> int:
-    """The shell's entry point: a usage error exits with 2, any other error a user can act on with 1, each printed
-    as its message without a traceback."""
+    """The shell's entry point: a usage error exits with 2, any other error a user can act on with 1, Ctrl+C with 130
+    (saying where the last checkpoint is), each printed as its message without a traceback."""
     try:
         main(argv)
     except UsageError as error:
@@ -70,4 +70,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     except WorkshopError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as interrupt:
+        print(f"\nInterrupted. {interrupt}".rstrip(), file=sys.stderr)
+        return 130
     return 0

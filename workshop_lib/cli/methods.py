@@ -5,14 +5,14 @@ studies."""
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import ConcatDataset
 
 from ..data import LAYOUTS, list_categories
-from ..data.source import DataSource
+from ..data.source import DataSource, run_name
+from ..data.transforms import CROPS
 from ..errors import UsageError
 from ..exports.rd4ad import onnx_difference, write_triton_repository
 from ..io import atomic_file
@@ -20,7 +20,7 @@ from ..models.base import REGISTRY, AnomalyModel
 from ..models.rd4ad import RD4AD
 from ..models.resad import ResAD
 from ..predictions import write_results_csv
-from ..runs import FIT_SECONDS_FILE, create_run_folder, evaluate_category, fit_timed, train_categories
+from ..runs import FIT_SECONDS_FILE, evaluate_category, fit_timed, new_run_folder, train_categories
 from ..seeding import seed_everything
 from ..speed import measure_fps
 from ..studies.shots import SETTINGS, evaluate_shots, write_study
@@ -35,26 +35,50 @@ def add_output_flags(parser: argparse.ArgumentParser, method: str, training: boo
                         help="write image | map | binarised map | mask grids of the test images")
     parser.add_argument("--no_predictions", action="store_true",
                         help="do not write predictions/<run>.npz (scores, maps, masks, thresholds)")
+    parser.add_argument("--log_group", default="group", help="run folder name (<group>_0, _1... if it exists)")
+    parser.add_argument("--log_project", default="project" if training else "evaluated", help="project folder name")
     if training:
-        parser.add_argument("--log_group", default="group", help="run folder name")
-        parser.add_argument("--log_project", default="project", help="project folder name")
         parser.add_argument("--save_model", *SAVE_ALIASES.get(method, ()), dest="save_model", action="store_true",
                             help="save each model under <run>/models/")
         parser.add_argument("--overwrite", action="store_true", help="replace saved models of the same name")
 
 
-def add_data_flags(parser: argparse.ArgumentParser, sizes: tuple[int, int]) -> None:
-    """The dataset, its categories and the image size (the method's own test transform by default)."""
+def image_size(text: str) -> int | tuple[int, int]:
+    """``--imagesize``: a side (``224``) or height x width (``256x512``)."""
+    parts = text.lower().replace(",", "x").split("x")
+    if len(parts) > 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected a size such as 224 or 256x512 (height x width), got {text!r}")
+    return int(parts[0]) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
+
+
+def add_data_flags(parser: argparse.ArgumentParser, sizes: tuple[int, int] | None) -> None:
+    """The dataset, its categories and the preprocessing: the method's own test transform by default, or (``sizes``
+    None, for evaluate) the saved model's."""
     parser.add_argument("--data_path", required=True, help="dataset root folder")
     parser.add_argument("--dataset", default="mvtec", choices=LAYOUTS, help="dataset layout")
     parser.add_argument("-d", "--subdatasets", action="append", required=True, metavar="CATEGORY",
                         help="category to use (repeat for several)")
-    parser.add_argument("--resize", type=int, default=sizes[0], help="shorter side after the first resize")
-    parser.add_argument("--imagesize", type=int, default=sizes[1], help="final centre-crop size")
+    saved = "default: the saved model's"
+    parser.add_argument("--resize", type=int, default=sizes[0] if sizes else None,
+                        help="shorter side after the first resize (crop center)" + ("" if sizes else f"; {saved}"))
+    parser.add_argument("--imagesize", type=image_size, default=sizes[1] if sizes else None,
+                        help="network input: a side or HEIGHTxWIDTH" + ("" if sizes else f"; {saved}"))
+    parser.add_argument("--crop", choices=CROPS, default="center" if sizes else None,
+                        help="center: resize the shorter side, crop the centre (upstream's MVTec protocol); none: "
+                             "the whole frame resized; pad: letterboxed" + ("" if sizes else f"; {saved}"))
 
 
 def data_source(args: argparse.Namespace) -> DataSource:
-    return DataSource(args.data_path, args.dataset, args.resize, args.imagesize)
+    return DataSource(args.data_path, args.dataset, args.resize, args.imagesize, args.crop)
+
+
+def model_source(args: argparse.Namespace, model: AnomalyModel) -> DataSource:
+    """The data of ``evaluate``: preprocessed as the model was trained unless flags say otherwise (then
+    ``evaluation`` warns that the two differ)."""
+    trained = model.preprocessing_ or DataSource("", resize=model.default_sizes[0],
+                                                 imagesize=model.default_sizes[1]).preprocessing
+    return DataSource(args.data_path, args.dataset, args.resize or trained.resize,
+                      args.imagesize or trained.imagesize, args.crop or trained.crop)
 
 
 def add_shot_flags(parser: argparse.ArgumentParser) -> None:
@@ -83,9 +107,9 @@ def add_method_commands(actions: argparse._SubParsersAction, method: str, model_
     add_data_flags(train, model_cls.default_sizes)
     add_model_flags(train, model_cls)
     train.set_defaults(handler=run_train, model_cls=model_cls)
-    evaluate = sub.add_parser("evaluate", help="evaluate saved models on the test split")
+    evaluate = sub.add_parser("evaluate", help="evaluate saved models on the test split, in a new run folder")
     add_output_flags(evaluate, method, training=False)
-    add_data_flags(evaluate, model_cls.default_sizes)
+    add_data_flags(evaluate, None)
     evaluate.add_argument("--model_paths", "--model_path", "--patch_core_paths", action="append", required=True,
                           dest="model_paths", help="saved model folder: one per category, or one for all")
     evaluate.add_argument("--seed", type=int, default=0, help="same seed, same data: same numbers")
@@ -104,33 +128,37 @@ def add_method_commands(actions: argparse._SubParsersAction, method: str, model_
 
 # -- every method ------------------------------------------------------------------------------------------------
 def run_train(args: argparse.Namespace) -> dict:
-    """Fit, save (optionally) and evaluate one model per category; write results.csv."""
+    """Fit, save (optionally) and evaluate one model per category in a new run folder; write results.csv."""
     repeated = sorted({c for c in args.subdatasets if args.subdatasets.count(c) > 1})
     if repeated:
         raise UsageError(f"Category given twice: {', '.join(repeated)}")
-    output = create_run_folder(args.results_path, args.log_project, args.log_group)
-    print(f"Results go to {output}")
     config = model_config(args.model_cls, args)
-    return train_categories(lambda: args.model_cls(**config), data_source(args), args.subdatasets, output,
-                            seed=args.seed, save_models=args.save_model, overwrite=args.overwrite,
+    return train_categories(lambda: args.model_cls(**config), data_source(args), args.subdatasets,
+                            args.results_path, args.log_project, args.log_group, seed=args.seed,
+                            save_models=args.save_model, overwrite=args.overwrite,
                             save_predictions=not args.no_predictions,
                             save_segmentation_images=args.save_segmentation_images)
 
 
 def run_evaluate(args: argparse.Namespace) -> dict:
-    """Evaluate saved models (one per category, or one for all) and write results.csv into results_path."""
+    """Evaluate saved models (one per category, or one for all), each on data preprocessed as it was trained, in a
+    new run folder ``<results_path>/<log_project>/<log_group>[_N]``: a training run's files are never replaced."""
     if len(args.model_paths) not in (1, len(args.subdatasets)):
         raise UsageError(f"Give one model path per category ({len(args.subdatasets)}) or exactly one; "
                          f"got {len(args.model_paths)}.")
     paths = args.model_paths * len(args.subdatasets) if len(args.model_paths) == 1 else args.model_paths
-    output, source = Path(args.results_path), data_source(args)
+    models = {category: args.model_cls.load(path, device=args.device)
+              for category, path in zip(args.subdatasets, paths, strict=True)}
+    splits = {category: model_source(args, model).load(category, "test") for category, model in models.items()}
     results = {}
-    for category, model_path in zip(args.subdatasets, paths, strict=True):
-        seed_everything(args.seed)
-        model = args.model_cls.load(model_path, device=args.device)
-        results.update(evaluate_category(model, source, category, None if args.no_predictions else output,
-                                         args.batch_size or model.batch_size, args.save_segmentation_images))
-    write_results_csv(results, output / "results.csv")
+    with new_run_folder(args.results_path, args.log_project, args.log_group) as output:
+        print(f"Results go to {output}")
+        for category, model in models.items():
+            seed_everything(args.seed)
+            results.update(evaluate_category(model, splits[category], run_name(args.dataset, category),
+                                             None if args.no_predictions else output,
+                                             args.batch_size or model.batch_size, args.save_segmentation_images))
+            write_results_csv(results, output / "results.csv")
     return {"output": output, "results": results}
 
 
@@ -158,40 +186,44 @@ def resolve_setting(args: argparse.Namespace) -> tuple[str, str, list[str], list
 def run_resad_train(args: argparse.Namespace) -> dict[str, Any]:
     """Train one model on the seen classes, then evaluate every unseen class at every ``--shots`` value."""
     train_layout, test_layout, seen, unseen = resolve_setting(args)
-    output = create_run_folder(args.results_path, args.log_project, args.log_group)
-    print(f"Results go to {output}\nseen classes ({train_layout}): {seen}\nunseen classes ({test_layout}): {unseen}")
+    print(f"seen classes ({train_layout}): {seen}\nunseen classes ({test_layout}): {unseen}")
     seed_everything(args.seed)
-    source = DataSource(args.data_path, train_layout, args.resize, args.imagesize)
+    source = DataSource(args.data_path, train_layout, args.resize, args.imagesize, args.crop)
     train = ConcatDataset([source.load(c, "train") for c in seen])
     config = model_config(ResAD, args)
-    model = ResAD(**{**config, "shots": max(args.shots),
-                     "checkpoint_dir": config["checkpoint_dir"] or str(output / "checkpoints")})
-    fit_seconds = round(fit_timed(model, train), 3)
-    if args.save_model:
-        model.save(output / "models" / f"resad_{args.setting}", overwrite=args.overwrite)
-    table = evaluate_shots(model, args.test_data_path or args.data_path, unseen, args.shots, test_layout,
-                           resize=args.resize, imagesize=args.imagesize, batch_size=args.batch_size,
-                           reference_dir=args.reference_dir, output=None if args.no_predictions else output,
-                           save_segmentation_images=args.save_segmentation_images)
-    files = write_study(table, output)
-    with atomic_file(output / FIT_SECONDS_FILE) as staging:
-        staging.write_text(json.dumps({f"resad_{args.setting}": fit_seconds}, indent=2))
+    with new_run_folder(args.results_path, args.log_project, args.log_group) as output:
+        print(f"Results go to {output}")
+        model = ResAD(**{**config, "shots": max(args.shots),
+                         "checkpoint_dir": config["checkpoint_dir"] or str(output / "checkpoints")})
+        fit_seconds = round(fit_timed(model, train), 3)
+        if args.save_model:
+            model.save(output / "models" / f"resad_{args.setting}", overwrite=args.overwrite)
+        table = evaluate_shots(model, args.test_data_path or args.data_path, unseen, args.shots, test_layout,
+                               resize=args.resize, imagesize=args.imagesize, batch_size=args.batch_size,
+                               reference_dir=args.reference_dir, output=None if args.no_predictions else output,
+                               save_segmentation_images=args.save_segmentation_images)
+        files = write_study(table, output)
+        with atomic_file(output / FIT_SECONDS_FILE) as staging:
+            staging.write_text(json.dumps({f"resad_{args.setting}": fit_seconds}, indent=2))
     print(table.groupby("shots")[["instance_auroc", "full_pixel_auroc", "full_pro"]].mean().round(4))
     return {"output": output, "results": table, "fit_seconds": fit_seconds, **files}
 
 
 def run_resad_evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    """Score the -d classes (unseen by the saved model) at every ``--shots`` value; CSVs go to results_path."""
+    """Score the -d classes (unseen by the saved model) at every ``--shots`` value, in a new run folder."""
     if len(args.model_paths) != 1:
         raise UsageError("ResAD is one model for all classes: give exactly one --model_path.")
     seed_everything(args.seed)
     model = ResAD.load(args.model_paths[0], device=args.device)
-    output = Path(args.results_path)
-    table = evaluate_shots(model, args.data_path, args.subdatasets, args.shots, args.dataset, resize=args.resize,
-                           imagesize=args.imagesize, batch_size=args.batch_size or model.batch_size,
-                           reference_dir=args.reference_dir, output=None if args.no_predictions else output,
-                           save_segmentation_images=args.save_segmentation_images)
-    files = write_study(table, output)
+    source = model_source(args, model)
+    with new_run_folder(args.results_path, args.log_project, args.log_group) as output:
+        print(f"Results go to {output}")
+        table = evaluate_shots(model, args.data_path, args.subdatasets, args.shots, args.dataset,
+                               resize=source.resize, imagesize=source.imagesize,
+                               batch_size=args.batch_size or model.batch_size, reference_dir=args.reference_dir,
+                               output=None if args.no_predictions else output,
+                               save_segmentation_images=args.save_segmentation_images)
+        files = write_study(table, output)
     return {"output": output, "results": table, **files}
 
 

@@ -16,12 +16,16 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 
+from ..data.dataset import preprocessing_of
+from ..data.transforms import Preprocessing
 from ..errors import ModelFileError
 from ..io import atomic_dir
 
 CONFIG_FILE = "config.json"
 TENSORS_FILE = "tensors.safetensors"
 REGISTRY: dict[str, type["AnomalyModel"]] = {}
+# Settings that may change between a run and its resumed continuation.
+RUN_TIME_SETTINGS = ("device", "checkpoint_dir", "checkpoint_every", "resume", "epochs")
 
 
 @dataclass
@@ -36,6 +40,7 @@ class AnomalyModel:
     """Base class: subclasses implement fit, predict, learned_tensors and load_learned."""
 
     method: ClassVar[str] = ""
+    batch_size: int = 8  # images per batch; every method's constructor sets its own
     default_sizes: ClassVar[tuple[int, int]] = (256, 224)  # (resize, imagesize): the method's test transform
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -48,18 +53,29 @@ class AnomalyModel:
         names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
         return {name: getattr(self, name) for name in names}
 
-    def training_image_size(self, dataset: Dataset) -> tuple[int, int]:
-        """(height, width) of the training images; an empty training set is an error that says what is needed."""
+    def start_fit(self, dataset: Dataset) -> tuple[int, int]:
+        """Check the training set (an empty one is an error that says what is needed), record its preprocessing
+        (saved with the model, used again to evaluate it) and return the (height, width) of its images."""
         if len(dataset) == 0:
             raise ValueError(f"The training dataset is empty: {type(self).__name__} needs normal images to learn from.")
+        self.preprocessing_ = preprocessing_of(dataset)
         return tuple(int(s) for s in dataset[0]["image"].shape[-2:])
+
+    def training_settings(self) -> dict[str, Any]:
+        """What a checkpoint must have been written with to be resumed: the configuration without the run-time
+        settings (device, checkpoint folder and frequency, resume, epochs), and the preprocessing; JSON-normalised."""
+        config = {k: v for k, v in self.get_config().items() if k not in RUN_TIME_SETTINGS}
+        preprocessing = getattr(self, "preprocessing_", None)
+        config["preprocessing"] = preprocessing.as_dict() if preprocessing is not None else None
+        return json.loads(json.dumps(config, default=str))
 
     def progress_label(self, dataset: Dataset) -> str:
         """The progress bars' label: the method and the dataset's category."""
         return f"{type(self).__name__} {getattr(dataset, 'category', '')}".strip()
 
     def is_fitted(self) -> bool:
-        return any(k.endswith("_") and not k.startswith("_") for k in vars(self))
+        """Whether ``fit`` (or ``load``) set what it learns: attributes ending with an underscore."""
+        return any(k.endswith("_") and not k.startswith("_") and k != "preprocessing_" for k in vars(self))
 
     def check_fitted(self) -> None:
         if not self.is_fitted():
@@ -88,7 +104,9 @@ class AnomalyModel:
         with atomic_dir(path, overwrite) as staging:
             tensors = {k: v.detach().cpu().contiguous() for k, v in self.learned_tensors().items()}
             save_file(tensors, str(staging / TENSORS_FILE))
-            document = {"method": self.method, "config": self.get_config(), "learned": self.learned_values()}
+            preprocessing = getattr(self, "preprocessing_", None)
+            document = {"method": self.method, "config": self.get_config(), "learned": self.learned_values(),
+                        "preprocessing": preprocessing.as_dict() if preprocessing is not None else None}
             (staging / CONFIG_FILE).write_text(json.dumps(document, indent=2, default=str))
         return Path(path)
 
@@ -108,6 +126,8 @@ class AnomalyModel:
             raise ModelFileError(f"{path} holds a {document.get('method')!r} model, not a {cls.__name__}.")
         model = model_cls(**{**document["config"], **overrides})
         model.load_learned(load_file(str(tensors_file)), document.get("learned", {}))
+        preprocessing = document.get("preprocessing")  # absent in models saved by earlier versions
+        model.preprocessing_ = Preprocessing.from_dict(preprocessing) if preprocessing else None
         return model
 
 

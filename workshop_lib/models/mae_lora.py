@@ -386,7 +386,7 @@ class MAELoRA(AnomalyModel):
     # -- fit ---------------------------------------------------------------------------------------
     def fit(self, dataset: Dataset, progress: bool = True) -> "MAELoRA":
         """Train the adapters (and heads) to rebuild randomly hidden patches of the normal training images."""
-        size = self.training_image_size(dataset)
+        size = self.start_fit(dataset)
         if not 0 <= self.warmup_epochs < self.epochs:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be in [0, epochs={self.epochs}): "
                              f"pass e.g. --warmup_epochs {self.epochs // 10}")
@@ -412,7 +412,8 @@ class MAELoRA(AnomalyModel):
         self.losses_ = train_epochs(network, optimizer, lambda: loader, loss_of_batch, self.epochs, scheduler,
                                     checkpoint_dir=checkpoint_folder(self.checkpoint_dir, dataset),
                                     checkpoint_every=self.checkpoint_every, resume=self.resume, progress=progress,
-                                    description=self.progress_label(dataset), generators=[shuffling, masking])
+                                    description=self.progress_label(dataset), settings=self.training_settings(),
+                                    generators=[shuffling, masking])
         self.image_size_ = size
         self.base_fingerprint_ = base_fingerprint(network)
         self._network = network.eval()

@@ -304,7 +304,7 @@ class MMR(TeacherStudentModel):
     # -- fit ---------------------------------------------------------------------------------------
     def fit(self, dataset: Dataset, progress: bool = True) -> "MMR":
         """Train the student to rebuild the teacher's features of normal images from masked views."""
-        size = self.training_image_size(dataset)
+        size = self.start_fit(dataset)
         if not 0 <= self.mask_ratio < 1:
             raise ValueError(f"mask_ratio must be in [0, 1) (upstream trains with 0.4), got {self.mask_ratio}")
         self._network = None
@@ -329,7 +329,7 @@ class MMR(TeacherStudentModel):
                                         scheduler=scheduler, checkpoint_dir=checkpoints,
                                         checkpoint_every=self.checkpoint_every, resume=self.resume,
                                         progress=progress, description=self.progress_label(dataset),
-                                        generators=[shuffling])
+                                        settings=self.training_settings(), generators=[shuffling])
         self.image_size_ = size
         return self
 

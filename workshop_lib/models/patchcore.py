@@ -162,7 +162,7 @@ class PatchCore(AnomalyModel):
     # -- fit --------------------------------------------------------------------------------------
     def fit(self, dataset: Dataset, progress: bool = True) -> "PatchCore":
         """Embed every training patch, keep a greedy coreset of them, index it with faiss."""
-        image_size = self.training_image_size(dataset)
+        image_size = self.start_fit(dataset)
         loader = DataLoader(dataset, batch_size=self.batch_size, shuffle=False)
         bank, filled = None, 0
         for batch in tqdm(loader, desc="Embedding train images", disable=not progress):

@@ -319,7 +319,7 @@ class RD4AD(TeacherStudentModel):
     # -- fit ---------------------------------------------------------------------------------------
     def fit(self, dataset: Dataset, progress: bool = True) -> "RD4AD":
         """Train the bottleneck and decoder on normal images, then calibrate scores on normal images."""
-        size = self.training_image_size(dataset)
+        size = self.start_fit(dataset)
         check_tiling(*size, self.tile_rows, self.tile_columns, NETWORK_STRIDE)
         self._network = None
         network, device = self.network, self.torch_device
@@ -334,7 +334,8 @@ class RD4AD(TeacherStudentModel):
         checkpoints = checkpoint_folder(self.checkpoint_dir, dataset)
         self.losses_ = train_epochs(network.student, optimizer, lambda: loader, loss_of_batch, self.epochs,
                                     checkpoint_dir=checkpoints, checkpoint_every=self.checkpoint_every,
-                                    resume=self.resume, progress=progress, generators=[shuffling],
+                                    resume=self.resume, progress=progress, settings=self.training_settings(),
+                                    generators=[shuffling],
                                     description=self.progress_label(dataset))
         self.image_size_ = size
         if calibration_set is None:

@@ -309,7 +309,7 @@ class ResAD(AnomalyModel):
     # -- fit ---------------------------------------------------------------------------------------
     def fit(self, dataset: Dataset, progress: bool = True) -> "ResAD":
         """Train constraintor and flows on the normal images of the seen classes (items carry ``category``)."""
-        image_size = self.training_image_size(dataset)
+        image_size = self.start_fit(dataset)
         groups = category_indices(dataset)
         small = {c: len(i) for c, i in groups.items() if len(i) < 2}
         if small:
@@ -344,7 +344,7 @@ class ResAD(AnomalyModel):
                                     checkpoint_dir=self.checkpoint_dir,  # one model for all classes
                                     checkpoint_every=self.checkpoint_every, resume=self.resume, progress=progress,
                                     description=self.progress_label(dataset),
-                                    generators=[shuffling, sampler])
+                                    settings=self.training_settings(), generators=[shuffling, sampler])
         self.seen_classes_ = sorted(groups)
         self.image_size_ = image_size
         self.nll_statistics_ = self.training_statistics(dataset, groups, progress)
