@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from workshop_lib.cli import main
-from workshop_lib.data import load_dataset
+from workshop_lib.data import load_dataset, make_synthetic_dataset
 from workshop_lib.data.transforms import Preprocessing
 from workshop_lib.errors import DatasetError
 from workshop_lib.evaluation import evaluate
@@ -189,3 +189,14 @@ def test_real_defects_survive_whole_frame_preprocessing(crop):
         assert item["mask"].any()
         intersection, union = (placed & original).sum(), (placed | original).sum()
         assert intersection / union > 0.7, (test.records[i].path, intersection / union)
+
+
+def test_wide_synthetic_frames_lose_defects_to_a_centre_crop_only(tmp_path):
+    root = make_synthetic_dataset(tmp_path / "wide", categories=("tile",), n_train=2, n_test_good=1, n_test_defect=3,
+                                  image_size=32, width_factor=3)
+    assert Image.open(root / "tile" / "train" / "good" / "000.png").size == (96, 32)
+    with pytest.warns(UserWarning, match="defect images are lost entirely"):
+        load_dataset(root, "tile", "test", resize=32, imagesize=32)
+    for crop in ("none", "pad"):
+        test = load_dataset(root, "tile", "test", resize=32, imagesize=(32, 96), crop=crop)
+        assert all(test[i]["mask"].any() for i, label in enumerate(test.labels) if label)

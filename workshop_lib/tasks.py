@@ -40,6 +40,7 @@ def get_train_args(
     device: str = "auto",
     dataset: str = "mvtec",
     layers: Sequence[str] | None = None,
+    crop: str = "center",  # center (upstream), none (whole frame) or pad (letterbox)
 ) -> list[str]:
     """argv for ``trainer``: models land in ``<dst_folders[0]>/<dst_folders[1]>/<exp_name>/models/<dataset>_<cat>``."""
     args = ["command", "patchcore", "train", "--seed", "0", "--save_patchcore_model",
@@ -49,7 +50,7 @@ def get_train_args(
             "--anomaly_scorer_num_nn", str(anomaly_scorer_num_nn), "--patchsize", str(patchsize),
             "--weights", str(weights), "--device", device,
             "-p", str(sampler_percentage), "--sampler", "approx_greedy_coreset",
-            "--resize", str(resize), "--imagesize", str(image_size)]
+            "--resize", str(resize), "--imagesize", str(image_size), "--crop", crop]
     for layer in layers or ():  # default: the backbone's PatchCore layers (layer2 + layer3 for ResNets)
         args += ["-le", layer]
     for category in categories:
@@ -148,11 +149,12 @@ class TaskRun(Setup):
 def patchcore_task(output_dir: str | Path, data_path: str | None = None, categories: Sequence[str] | None = None,
                    dataset: str = "mvtec", backbone: str = "wideresnet50", weights: str = "imagenet",
                    image_size: int = 224, resize: int = 256, sampler_percentage: float = 0.01,
-                   device: str = "auto") -> TaskRun:
+                   device: str = "auto", crop: str = "center") -> TaskRun:
     """``setup`` plus task 1's PatchCore run (``<output_dir>/step1/0000``), trained now if it is missing."""
     base = setup(output_dir, data_path, categories, dataset)
     train_args = get_train_args(TASK1_GROUP, (str(output_dir), TASK1_PROJECT), base.categories, backbone=backbone,
                                 image_size=image_size, resize=resize, sampler_percentage=sampler_percentage,
-                                weights=weights, device=device, data_path=base.data_path, dataset=dataset)
+                                weights=weights, device=device, data_path=base.data_path, dataset=dataset,
+                                crop=crop)
     run = find_or_train_run(train_args, output_dir, TASK1_PROJECT, TASK1_GROUP, base.categories, dataset)
     return TaskRun(base.data_path, dataset, base.categories, base.figures, run)

@@ -5,6 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..data.transforms import CROPS
 from ..io import atomic_file
 from ..models.base import REGISTRY
 from ..studies.fewshot import (
@@ -39,6 +40,7 @@ def add_fewshot_commands(top: argparse._SubParsersAction, parser_class: type[arg
     prepare.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS))
     prepare.add_argument("--resize", type=int, default=256)
     prepare.add_argument("--imagesize", type=int, default=224)
+    prepare.add_argument("--crop", choices=CROPS, default="center", help="center, none (whole frame) or pad")
     prepare.add_argument("--label", default="", help="method name in the tables (default: --method)")
     run = commands.add_parser("run", help="run every pending run here")
     run.add_argument("folder")
@@ -64,7 +66,7 @@ def run_fewshot(args: argparse.Namespace) -> object:
         tiers = [int(t) if t.is_integer() else t for t in args.tiers]
         study = Study(Path(args.folder), args.data_root, args.categories, layout=args.layout, method=args.method,
                       model_kwargs=args.model_kwargs, tiers=tiers, seeds=args.seeds, resize=args.resize,
-                      imagesize=args.imagesize, label=args.label)
+                      imagesize=args.imagesize, crop=args.crop, label=args.label)
         study.save()
         return prepare_subsets(study)
     if args.action == "run":

@@ -28,6 +28,8 @@ def add_tool_commands(commands: argparse._SubParsersAction, parser_class: type[a
     synthetic.add_argument("--n_test_good", type=int, default=10)
     synthetic.add_argument("--n_test_defect", type=int, default=5)
     synthetic.add_argument("--image_size", type=int, default=128)
+    synthetic.add_argument("--width_factor", type=int, default=1,
+                           help="wide frames: image_size high, this many times as wide (mvtec layout)")
     synthetic.add_argument("--seed", type=int, default=0)
     synthetic.set_defaults(handler=run_synthetic)
     mvtec = data_sub.add_parser("download-mvtec", help="download MVTec AD (4.9 GB, checksum-verified)")
@@ -52,8 +54,11 @@ def run_weights_fetch(args: argparse.Namespace) -> dict:
 
 
 def run_synthetic(args: argparse.Namespace) -> Path:
-    make = make_synthetic_aebad if args.layout == "aebad" else make_synthetic_dataset
-    root = make(args.root, n_train=args.n_train, n_test_good=args.n_test_good, n_test_defect=args.n_test_defect,
-                image_size=args.image_size, seed=args.seed)
+    sizes = dict(n_train=args.n_train, n_test_good=args.n_test_good, n_test_defect=args.n_test_defect,
+                 image_size=args.image_size, seed=args.seed)
+    if args.layout == "aebad":
+        root = make_synthetic_aebad(args.root, **sizes)
+    else:
+        root = make_synthetic_dataset(args.root, **sizes, width_factor=args.width_factor)
     print(f"Synthetic dataset in {root}")
     return root

@@ -190,15 +190,21 @@ def make_synthetic_dataset(
     n_test_defect: int = 5,
     image_size: int = 128,
     seed: int = 0,
+    width_factor: int = 1,
 ) -> Path:
     """Write the dataset under ``root`` (MVTec layout) and return ``root``.
 
-    ``n_test_defect`` images are made per defect type. If ``root`` already holds a dataset made with the same
-    arguments it is left as it is; a different one is never overwritten (choose another folder).
+    ``n_test_defect`` images are made per defect type. ``width_factor`` > 1 makes wide frames,
+    ``image_size`` high and ``width_factor`` times as wide, as a line camera scans a long part: squares side by
+    side, the defect in one of them (often not the middle one, so a centre crop loses it).
+    If ``root`` already holds a dataset made with the same arguments it is left as it is; a different one is
+    never overwritten (choose another folder).
     Writing goes to a temporary folder that is renamed at the end, so an interrupted run leaves nothing half-made.
     """
     params = {"categories": list(categories), "n_train": n_train, "n_test_good": n_test_good,
               "n_test_defect": n_test_defect, "image_size": image_size, "seed": seed}
+    if width_factor != 1:  # only then: datasets made before the option keep their manifest
+        params["width_factor"] = width_factor
     return write_once(root, params, write_category)
 
 
@@ -232,8 +238,11 @@ def write_category(folder: Path, category: str, params: dict) -> None:
     jobs += [("test", "good", 1, i, None) for i in range(params["n_test_good"])]
     for d, defect in enumerate(DEFECTS[category]):
         jobs += [("test", defect, 2 + d, i, defect) for i in range(params["n_test_defect"])]
+    width_factor = params.get("width_factor", 1)
     for split, folder_name, split_code, index, defect in jobs:
         pixels, mask = render(seed, category, split_code, index, size, defect)
+        if width_factor > 1:
+            pixels, mask = widen(pixels, mask, seed, category, split_code, index, width_factor)
         out_dir = folder / split / folder_name
         out_dir.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels).save(out_dir / f"{index:03d}.png")
@@ -241,6 +250,21 @@ def write_category(folder: Path, category: str, params: dict) -> None:
             mask_dir = folder / "ground_truth" / folder_name
             mask_dir.mkdir(parents=True, exist_ok=True)
             Image.fromarray(mask).save(mask_dir / f"{index:03d}_mask.png")
+
+
+def widen(pixels: np.ndarray, mask: np.ndarray, seed: int, category: str, split_code: int, index: int,
+          width_factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """``width_factor`` squares side by side: the rendered one (with its defect, if any) at a seeded position, good
+    squares of the same category elsewhere."""
+    size = pixels.shape[0]
+    rng = np.random.default_rng([seed, split_code, index, width_factor])
+    position = int(rng.integers(width_factor))
+    tiles = [render(seed, category, 100 + split_code, index * width_factor + k, size, None)[0]
+             for k in range(width_factor - 1)]
+    tiles.insert(position, pixels)
+    masks = [np.zeros_like(mask) for _ in range(width_factor - 1)]
+    masks.insert(position, mask)
+    return np.concatenate(tiles, axis=1), np.concatenate(masks, axis=1)
 
 
 # -- AeBAD-style domain shifts --------------------------------------------------------------------------------

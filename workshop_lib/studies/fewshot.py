@@ -153,6 +153,7 @@ class Study:
     seeds: list[int] = field(default_factory=lambda: list(DEFAULT_SEEDS))
     resize: int = 256
     imagesize: int = 224
+    crop: str = "center"
     label: str = ""
 
     def __post_init__(self) -> None:
@@ -224,7 +225,7 @@ def run_one(study: Study, run: str, make_model: ModelFactory | None = None) -> P
     subset = prepare_subset(Path(study.data_root) / category, study.subset_root(tier, seed) / category, tier, seed)
     seed_everything(seed)
     model = make_model(seed) if make_model is not None else build_model(study.method, study.model_kwargs, seed)
-    source = DataSource(subset.parent, study.layout, study.resize, study.imagesize)
+    source = DataSource(subset.parent, study.layout, study.resize, study.imagesize, study.crop)
     train = source.load(category, "train")
     fit_seconds = fit_timed(model, train)
     rows = [{"method": study.label or study.method, "category": category, "tier": tier, "seed": seed,

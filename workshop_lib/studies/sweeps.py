@@ -15,7 +15,7 @@ from ..runs import fit_timed
 
 def sweep(values: Sequence, make_model: Callable[[object], AnomalyModel], data_path: str | Path,
           categories: Sequence[str], sizes: Callable[[object], tuple[int, int]], parameter: str,
-          output_csv: str | Path | None = None, dataset: str = "mvtec") -> pd.DataFrame:
+          output_csv: str | Path | None = None, dataset: str = "mvtec", crop: str = "center") -> pd.DataFrame:
     """Fit and evaluate one model per (value, category); one tidy row each with metrics and fit seconds.
 
     ``sizes(value)`` gives (resize, imagesize) for a value: an image-size sweep changes them, others keep them.
@@ -24,7 +24,7 @@ def sweep(values: Sequence, make_model: Callable[[object], AnomalyModel], data_p
     for value in values:
         resize, imagesize = sizes(value)
         for category in categories:
-            source = DataSource(data_path, dataset, resize, imagesize)
+            source = DataSource(data_path, dataset, resize, imagesize, crop)
             model = make_model(value)
             fit_seconds = fit_timed(model, source.load(category, "train"))
             _, metrics = evaluate(model, source.load(category, "test"))
@@ -40,8 +40,9 @@ def sweep(values: Sequence, make_model: Callable[[object], AnomalyModel], data_p
 
 def sweep_image_size(image_sizes: Sequence[int], make_model: Callable[[int], AnomalyModel], data_path: str | Path,
                      categories: Sequence[str], resize_ratio: float = 256 / 224, output_csv: str | Path | None = None,
-                     dataset: str = "mvtec") -> pd.DataFrame:
-    """Task 7: metrics vs image size; each size resizes by ``resize_ratio`` then centre-crops, as 256/224."""
+                     dataset: str = "mvtec", crop: str = "center") -> pd.DataFrame:
+    """Task 7: metrics vs image size; each size resizes by ``resize_ratio`` then centre-crops, as 256/224 (or, with
+    ``crop`` none/pad, resizes the whole frame to the size)."""
     return sweep(image_sizes, make_model, data_path, categories,
-                 lambda size: (round(size * resize_ratio), size), "image_size", output_csv, dataset)
+                 lambda size: (round(size * resize_ratio), size), "image_size", output_csv, dataset, crop)
 
