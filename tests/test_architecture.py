@@ -11,10 +11,10 @@ PACKAGE = REPO / "workshop_lib"
 # Floor of each top-level module or package of workshop_lib, from the bottom up; the same table as
 # docs/architecture.md. A module may import from its own floor and the floors below it, never from above.
 FLOORS = {
-    "errors": 0, "device": 0, "io": 0, "seeding": 0, "metrics": 0, "maps": 0,
+    "errors": 0, "device": 0, "io": 0, "seeding": 0, "metrics": 0, "maps": 0, "thresholds": 0,
     "data": 1, "backbones": 1, "training": 1, "predictions": 1,
     "models": 2,
-    "evaluation": 3, "plotting": 3, "speed": 3, "exports": 3, "checks": 3, "widgets": 3, "teaching": 3,
+    "evaluation": 3, "inference": 3, "plotting": 3, "speed": 3, "exports": 3, "checks": 3, "widgets": 3, "teaching": 3,
     "runs": 4,
     "studies": 5,
     "cli": 6,

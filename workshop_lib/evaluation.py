@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 from .models.base import AnomalyModel
 from .predictions import Predictions
+from .thresholds import normal_threshold
 
 
 def predict_dataset(model: AnomalyModel, dataset: Dataset, batch_size: int = 8, progress: bool = True) -> Predictions:
@@ -58,4 +59,24 @@ def evaluate(model: AnomalyModel, dataset: Dataset, batch_size: int = 8,
     metrics = predictions.metrics()
     predictions.image_threshold = metrics["image_threshold"]
     predictions.pixel_threshold = metrics["pixel_threshold"]
+    thresholds = getattr(model, "thresholds_", None)
+    if thresholds:
+        predictions.normal_image_threshold = thresholds["image"]["threshold"]
+        predictions.normal_pixel_threshold = thresholds["pixel"]["threshold"]
     return predictions, metrics
+
+
+def set_thresholds(model: AnomalyModel, normal_images: Dataset, false_alarm_rate: float = 0.01,
+                   pixel_false_alarm_rate: float | None = None, batch_size: int = 8,
+                   progress: bool = True) -> dict[str, dict]:
+    """Choose the model's image and pixel thresholds from normal images it did not train on (held-out train/good,
+    validation/good, or a folder of good parts), at ``false_alarm_rate`` of images (and of pixels,
+    ``pixel_false_alarm_rate``, default the same); saved with the model as ``thresholds_``. Pixels of one image are
+    correlated, so the pixel threshold's interval is optimistic."""
+    with torch.no_grad():
+        normal = predict_dataset(model, normal_images, batch_size, progress)
+    valid = np.ones(normal.anomaly_maps.shape, bool) if normal.valid is None else normal.valid
+    pixel_rate = pixel_false_alarm_rate or false_alarm_rate
+    model.thresholds_ = {"image": normal_threshold(normal.image_scores, false_alarm_rate),
+                         "pixel": normal_threshold(normal.anomaly_maps[valid], pixel_rate)}
+    return model.thresholds_

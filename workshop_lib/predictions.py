@@ -18,6 +18,7 @@ from PIL import Image
 from .data.transforms import Preprocessing
 from .io import atomic_file
 from .metrics import auroc, compute_metrics
+from .thresholds import decision_quality
 
 RESULT_COLUMNS = ("instance_auroc", "full_pixel_auroc", "full_pro", "anomaly_pixel_auroc", "anomaly_pro")
 
@@ -41,6 +42,8 @@ class Predictions:
     pixel_threshold: float = float("nan")
     calibrated_scores: np.ndarray | None = None  # (N,) in [0, 1], for models with a calibration (RD4AD)
     valid: np.ndarray | None = None  # (N, H, W) bool: the pixels that come from the image (None: all of them)
+    normal_image_threshold: float = float("nan")  # from held-out normal images (thresholds.py); NaN: none chosen
+    normal_pixel_threshold: float = float("nan")
     preprocessing: str = ""  # JSON of the data.transforms.Preprocessing that made the maps' geometry
 
     def __len__(self) -> int:
@@ -57,13 +60,28 @@ class Predictions:
     def load(cls, path: str | Path) -> "Predictions":
         with np.load(path, allow_pickle=False) as data:
             values = {f.name: data[f.name] for f in fields(cls) if f.name in data}  # optional fields may be absent
-        for name in ("category", "image_threshold", "pixel_threshold", "preprocessing"):
+        for name in ("category", "image_threshold", "pixel_threshold", "preprocessing", "normal_image_threshold",
+                     "normal_pixel_threshold"):
             if name in values:
                 values[name] = values[name].item()
         return cls(**values)
 
     def metrics(self) -> dict:
         return compute_metrics(self.image_scores, self.labels, self.anomaly_maps, self.masks, self.valid)
+
+    def threshold_report(self) -> pd.DataFrame:
+        """Precision, recall, F1 and false-alarm rate of images and pixels at the test-set F1-optimal thresholds and
+        at the thresholds from held-out normal images: the optimistic and the honest choice side by side."""
+        valid = np.ones(self.masks.shape, bool) if self.valid is None else self.valid
+        rows = {}
+        for name, image_threshold, pixel_threshold in (
+                ("F1-optimal on the test set", self.image_threshold, self.pixel_threshold),
+                ("from normal images", self.normal_image_threshold, self.normal_pixel_threshold)):
+            image = decision_quality(self.labels, self.image_scores, image_threshold)
+            pixel = decision_quality(self.masks[valid], self.anomaly_maps[valid], pixel_threshold)
+            rows[name] = {"image threshold": image_threshold, **{f"image {k}": v for k, v in image.items()},
+                          "pixel threshold": pixel_threshold, **{f"pixel {k}": v for k, v in pixel.items()}}
+        return pd.DataFrame(rows).T
 
     def geometry(self) -> Preprocessing | None:
         """How the images were brought to the maps' size (None for predictions of earlier versions)."""

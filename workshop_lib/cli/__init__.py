@@ -1,5 +1,5 @@
 """Command line: ``python -m workshop_lib <method> train|evaluate ...``, ``rd4ad fps|export``, ``fewshot ...``,
-``weights list|fetch``, ``data synthetic|download-mvtec``.
+``predict``, ``calibrate``, ``weights list|fetch``, ``data synthetic|download-mvtec``.
 
 PatchCore's flags mirror patchcore-inspection's ``bin/run_patchcore.py`` and ``bin/load_and_evaluate_patchcore.py``
 (one flat command instead of click's chained sub-commands, and ``--device auto|cpu|cuda`` instead of ``--gpu``).
@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from ..errors import UsageError, WorkshopError
 from .fewshot import add_fewshot_commands
 from .methods import add_all_method_commands
+from .predict import add_predict_commands
 from .tools import add_tool_commands
 
 
@@ -49,6 +50,7 @@ def build_parser() -> Parser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     add_all_method_commands(commands, Parser)
     add_fewshot_commands(commands, Parser)
+    add_predict_commands(commands)
     add_tool_commands(commands, Parser)
     return parser
 

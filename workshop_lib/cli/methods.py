@@ -38,6 +38,11 @@ def add_output_flags(parser: argparse.ArgumentParser, method: str, training: boo
     parser.add_argument("--log_group", default="group", help="run folder name (<group>_0, _1... if it exists)")
     parser.add_argument("--log_project", default="project" if training else "evaluated", help="project folder name")
     if training:
+        parser.add_argument("--holdout", type=float, default=0.0,
+                            help="fraction of train/good kept out of fitting to set thresholds from normal images "
+                                 "(validation/good is used instead where a category has it); 0: none")
+        parser.add_argument("--false_alarm_rate", type=float, default=0.01,
+                            help="share of normal images (and pixels) the thresholds from normal images let through")
         parser.add_argument("--save_model", *SAVE_ALIASES.get(method, ()), dest="save_model", action="store_true",
                             help="save each model under <run>/models/")
         parser.add_argument("--overwrite", action="store_true", help="replace saved models of the same name")
@@ -137,7 +142,8 @@ def run_train(args: argparse.Namespace) -> dict:
                             args.results_path, args.log_project, args.log_group, seed=args.seed,
                             save_models=args.save_model, overwrite=args.overwrite,
                             save_predictions=not args.no_predictions,
-                            save_segmentation_images=args.save_segmentation_images)
+                            save_segmentation_images=args.save_segmentation_images, holdout=args.holdout,
+                            false_alarm_rate=args.false_alarm_rate)
 
 
 def run_evaluate(args: argparse.Namespace) -> dict:
@@ -185,6 +191,9 @@ def resolve_setting(args: argparse.Namespace) -> tuple[str, str, list[str], list
 
 def run_resad_train(args: argparse.Namespace) -> dict[str, Any]:
     """Train one model on the seen classes, then evaluate every unseen class at every ``--shots`` value."""
+    if args.holdout:
+        raise UsageError("--holdout sets per-category thresholds; ResAD trains one model on the seen classes and "
+                         "scores unseen ones from their references: leave it out.")
     train_layout, test_layout, seen, unseen = resolve_setting(args)
     print(f"seen classes ({train_layout}): {seen}\nunseen classes ({test_layout}): {unseen}")
     seed_everything(args.seed)

@@ -203,10 +203,10 @@ def load_dataset(
     ``layout_options`` go to the layout's reader, e.g. ``domains=["view"]`` for AeBAD or ``split_csv`` for VisA.
     """
     preprocessing = Preprocessing(resize, imagesize, crop)
-    if split == "train":
+    if split in ("train", "validation"):
         records = [r for r in discover_records(root, category, split, layout, **layout_options) if r.label == 0]
         if not records:
-            raise DatasetError(f"The train split of '{category}' under {root} has no good images to learn from.")
+            raise DatasetError(f"The {split} split of '{category}' under {root} has no good images.")
     else:
         records = discover_records(root, category, split, layout, **layout_options)
         if crop == "center":

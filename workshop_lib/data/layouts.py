@@ -27,6 +27,7 @@ from ..errors import DatasetError
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".JPG", ".PNG"}
 LAYOUTS = ("mvtec", "mpdd", "btad", "mvtec3d", "visa", "folder", "aebad_s", "aebad_v")
 GOOD = "good"
+SPLITS = ("train", "test", "validation")  # validation/good: normal images kept for thresholds (MVTec LOCO, MVTec 3D)
 
 
 @dataclass(frozen=True)
@@ -218,8 +219,10 @@ def discover_records(
     root: str | Path, category: str, split: str, layout: str = "mvtec", **layout_options
 ) -> list[SampleRecord]:
     """Records of one category and split ('train' or 'test') in the given layout."""
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if split == "validation" and layout not in ("mvtec", "mpdd"):
+        raise ValueError(f"The {layout} layout has no validation split; hold out train images instead (--holdout).")
     readers = {
         "mvtec": mvtec_records,
         "mpdd": mvtec_records,
@@ -260,3 +263,9 @@ def summarize_dataset(root: str | Path, layout: str = "mvtec") -> list[dict]:
                      "test good": sum(r.label == 0 for r in test), "test defective": sum(r.label for r in test),
                      "defect types": ", ".join(sorted({r.defect_type for r in test} - {GOOD}))})
     return rows
+
+
+def has_validation(root: str | Path, category: str, layout: str = "mvtec") -> bool:
+    """Whether a category has ``validation/good`` images (MVTec layout) to choose thresholds on."""
+    folder = Path(root) / category / "validation" / GOOD
+    return layout in ("mvtec", "mpdd") and folder.is_dir() and bool(list_images(folder))

@@ -24,6 +24,8 @@ from ..io import atomic_dir
 CONFIG_FILE = "config.json"
 TENSORS_FILE = "tensors.safetensors"
 REGISTRY: dict[str, type["AnomalyModel"]] = {}
+# Set around fit, not by it: the training images' preprocessing, thresholds chosen on held-out normal images.
+KEPT_WITH_MODEL = ("preprocessing_", "thresholds_")
 # Settings that may change between a run and its resumed continuation.
 RUN_TIME_SETTINGS = ("device", "checkpoint_dir", "checkpoint_every", "resume", "epochs")
 
@@ -75,7 +77,7 @@ class AnomalyModel:
 
     def is_fitted(self) -> bool:
         """Whether ``fit`` (or ``load``) set what it learns: attributes ending with an underscore."""
-        return any(k.endswith("_") and not k.startswith("_") and k != "preprocessing_" for k in vars(self))
+        return any(k.endswith("_") and not k.startswith("_") and k not in KEPT_WITH_MODEL for k in vars(self))
 
     def check_fitted(self) -> None:
         if not self.is_fitted():
@@ -106,7 +108,8 @@ class AnomalyModel:
             save_file(tensors, str(staging / TENSORS_FILE))
             preprocessing = getattr(self, "preprocessing_", None)
             document = {"method": self.method, "config": self.get_config(), "learned": self.learned_values(),
-                        "preprocessing": preprocessing.as_dict() if preprocessing is not None else None}
+                        "preprocessing": preprocessing.as_dict() if preprocessing is not None else None,
+                        "thresholds": getattr(self, "thresholds_", None)}
             (staging / CONFIG_FILE).write_text(json.dumps(document, indent=2, default=str))
         return Path(path)
 
@@ -128,6 +131,7 @@ class AnomalyModel:
         model.load_learned(load_file(str(tensors_file)), document.get("learned", {}))
         preprocessing = document.get("preprocessing")  # absent in models saved by earlier versions
         model.preprocessing_ = Preprocessing.from_dict(preprocessing) if preprocessing else None
+        model.thresholds_ = document.get("thresholds")
         return model
 
 
