@@ -20,7 +20,7 @@ EXPECTED_FIGURES = {
     "01_fit_patchcore": ["01_examples.png"],
     "02_evaluate": [],
     "03_score_distribution": ["03_category_metrics.png", "03_score_distributions.png"],
-    "04_predictions_and_thresholds": ["04_histograms.png"],
+    "04_predictions_and_thresholds": ["04_histograms.png", "04_thresholds.png"],
     "05_worst_category": ["05_worst_examples.png"],
     "06_best_category": ["06_best_examples.png"],
     "07_image_size_sweep": ["07_image_size.png"],

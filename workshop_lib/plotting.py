@@ -48,9 +48,11 @@ def score_histogram(normal: np.ndarray, anomalous: np.ndarray, threshold: float 
 
 
 def plot_score_histograms(predictions: Predictions, max_pixels: int = 2_000_000, seed: int = 0) -> plt.Figure:
-    """Pixel-wise and image-wise score histograms (normal vs anomalous) with their optimal thresholds."""
+    """Pixel-wise and image-wise score histograms (normal vs anomalous) with their F1-optimal thresholds and, where
+    the model has them, the thresholds from normal images (dotted)."""
     fig, (pixel_ax, image_ax) = plt.subplots(1, 2, figsize=(13, 4.5))
-    maps, masks = predictions.anomaly_maps.ravel(), predictions.masks.ravel()
+    valid = np.ones(predictions.masks.shape, bool) if predictions.valid is None else predictions.valid
+    maps, masks = predictions.anomaly_maps[valid], predictions.masks[valid]
     if maps.size > max_pixels:  # a random subset keeps the histogram's shape and the plot fast
         keep = np.random.default_rng(seed).choice(maps.size, max_pixels, replace=False)
         maps, masks = maps[keep], masks[keep]
@@ -60,6 +62,11 @@ def plot_score_histograms(predictions: Predictions, max_pixels: int = 2_000_000,
     score_histogram(predictions.image_scores[~labels], predictions.image_scores[labels],
                     predictions.image_threshold, f"{predictions.category}: image-wise scores", "image score",
                     image_ax, bins=20)
+    normal_thresholds = ((pixel_ax, predictions.normal_pixel_threshold), (image_ax, predictions.normal_image_threshold))
+    for ax, threshold in normal_thresholds:
+        if np.isfinite(threshold):
+            ax.axvline(threshold, color=THRESHOLD_COLOR, linestyle=":", label=f"from normal images {threshold:.3g}")
+            ax.legend()
     fig.tight_layout()
     return fig
 
