@@ -14,7 +14,7 @@ FLOORS = {
     "errors": 0, "device": 0, "io": 0, "seeding": 0, "metrics": 0, "maps": 0, "thresholds": 0,
     "data": 1, "backbones": 1, "training": 1, "predictions": 1,
     "models": 2,
-    "evaluation": 3, "inference": 3, "plotting": 3, "speed": 3, "exports": 3, "checks": 3, "widgets": 3, "teaching": 3,
+    "evaluation": 3, "inference": 3, "plotting": 3, "speed": 3, "exports": 3, "presets": 3, "checks": 3, "widgets": 3, "teaching": 3,
     "runs": 4,
     "studies": 5,
     "cli": 6,

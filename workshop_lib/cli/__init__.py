@@ -17,8 +17,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from ..errors import UsageError, WorkshopError
+from ..presets import Preset
 from .fewshot import add_fewshot_commands
-from .methods import add_all_method_commands
+from .methods import add_all_method_commands, preset_in
 from .predict import add_predict_commands
 from .tools import add_tool_commands
 
@@ -45,10 +46,11 @@ def commandline_args(*args: str) -> Iterator[list[str]]:
         sys.argv[:] = saved
 
 
-def build_parser() -> Parser:
+def build_parser(preset: Preset | None = None) -> Parser:
+    """The whole command line; ``preset`` gives the defaults of its method's ``train``."""
     parser = Parser(prog="python -m workshop_lib", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    add_all_method_commands(commands, Parser)
+    add_all_method_commands(commands, Parser, preset)
     add_fewshot_commands(commands, Parser)
     add_predict_commands(commands)
     add_tool_commands(commands, Parser)
@@ -57,7 +59,12 @@ def build_parser() -> Parser:
 
 def main(argv: Sequence[str] | None = None):
     """Parse ``argv`` (default: ``sys.argv[1:]``), run the command and return its result."""
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        preset = preset_in(argv)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    args = build_parser(preset).parse_args(argv)
     return args.handler(args)
 
 

@@ -20,6 +20,7 @@ from ..models.base import REGISTRY, AnomalyModel
 from ..models.rd4ad import RD4AD
 from ..models.resad import ResAD
 from ..predictions import write_results_csv
+from ..presets import NAMES, Preset, get_preset
 from ..runs import FIT_SECONDS_FILE, evaluate_category, fit_timed, new_run_folder, train_categories
 from ..seeding import seed_everything
 from ..speed import measure_fps
@@ -103,15 +104,20 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def add_method_commands(actions: argparse._SubParsersAction, method: str, model_cls: type[AnomalyModel],
-                        parser_class: type[argparse.ArgumentParser]) -> None:
-    """``train`` and ``evaluate`` of one method, and its extra commands."""
+                        parser_class: type[argparse.ArgumentParser], preset: Preset | None = None) -> None:
+    """``train`` and ``evaluate`` of one method, and its extra commands; ``preset`` (from ``--preset``) replaces the
+    constructor defaults of ``train``, single flags still override it."""
     sub = actions.add_parser(method, help=f"{model_cls.__name__}: train or evaluate").add_subparsers(
         dest="action", required=True, parser_class=parser_class)
     train = sub.add_parser("train", help="fit on each category's train/good images, then evaluate")
     add_output_flags(train, method, training=True)
     add_data_flags(train, model_cls.default_sizes)
     add_model_flags(train, model_cls)
+    train.add_argument("--preset", choices=("auto", *NAMES), help="paper (the published configuration), workshop "
+                       "(a 2-core laptop CPU) or auto (paper on a GPU); flags given as well override it")
     train.set_defaults(handler=run_train, model_cls=model_cls)
+    if preset is not None:
+        train.set_defaults(**preset.config, resize=preset.resize, imagesize=preset.imagesize, crop=preset.crop)
     evaluate = sub.add_parser("evaluate", help="evaluate saved models on the test split, in a new run folder")
     add_output_flags(evaluate, method, training=False)
     add_data_flags(evaluate, None)
@@ -281,6 +287,23 @@ def run_export(args: argparse.Namespace) -> dict[str, Any]:
     return {"repository": folder, "onnx": folder / "1" / "model.onnx", "max_abs_difference": differences}
 
 
-def add_all_method_commands(actions: argparse._SubParsersAction, parser_class: type[argparse.ArgumentParser]) -> None:
+def add_all_method_commands(actions: argparse._SubParsersAction, parser_class: type[argparse.ArgumentParser],
+                            preset: Preset | None = None) -> None:
     for method, model_cls in REGISTRY.items():
-        add_method_commands(actions, method, model_cls, parser_class)
+        add_method_commands(actions, method, model_cls, parser_class, preset if preset and preset.method == method
+                            else None)
+
+
+def preset_in(argv: list[str]) -> Preset | None:
+    """The preset that ``<method> train ... --preset NAME`` asks for, read before parsing: its values become the
+    defaults of that parse."""
+    if len(argv) < 2 or argv[0] not in REGISTRY or argv[1] != "train":
+        return None
+    values = dict(zip(argv, argv[1:], strict=False))
+    for item in argv:
+        if item.startswith(("--preset=", "--device=")):
+            key, value = item.split("=", 1)
+            values[key] = value
+    if "--preset" not in values:
+        return None
+    return get_preset(argv[0], values["--preset"], values.get("--device", "auto"))

@@ -83,6 +83,12 @@ class AnomalyModel:
         if not self.is_fitted():
             raise RuntimeError(f"This {type(self).__name__} is not fitted yet: call fit(train_dataset) first.")
 
+    def trainable_parameters(self) -> int:
+        """Parameters that fit trains (0 for PatchCore, whose frozen backbone only embeds): every parameter with
+        ``requires_grad`` of the torch modules the model holds."""
+        modules = [v for v in vars(self).values() if isinstance(v, torch.nn.Module)]
+        return sum(p.numel() for module in modules for p in module.parameters() if p.requires_grad)
+
     def calibrated_scores(self, image_scores: np.ndarray) -> np.ndarray | None:
         """Raw image scores mapped to [0, 1] (0 normal, 0.5 borderline, 1 anomalous) by a method that learned a
         calibration in fit; None for methods without one."""
