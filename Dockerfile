@@ -58,6 +58,8 @@ RUN mkdir -p "$HF_HOME" "$TORCH_HOME" \
     && python -m workshop_lib weights list \
     && chmod -R a+rwX /opt/workshop/cache
 
+# JupyterLab settings (docker/jupyter/): no "get notified about official Jupyter news?" pop-up.
+COPY docker/jupyter/ /etc/jupyter/
 # Seed files: the start script copies them into the mounted /work when they are missing there.
 COPY notebooks/ seed/notebooks/
 COPY work/utils.py work/README.md seed/

@@ -22,6 +22,7 @@ SEED_DIR="${SEED_DIR:-${WORKSHOP_HOME:-/opt/workshop}/seed}"
 JUPYTER_IP="${JUPYTER_IP:-0.0.0.0}"
 JUPYTER_PORT="${JUPYTER_PORT:-8888}"
 HOST_PORT="${HOST_PORT:-$JUPYTER_PORT}"
+START_NOTEBOOK="${START_NOTEBOOK:-00_setup_and_data.ipynb}"  # the notebook the link opens
 MIN_TOKEN_LENGTH=16
 
 say() { echo "start-workshop: $*"; }
@@ -146,14 +147,20 @@ fi
 check_token
 seed_work
 
+# The link opens the first notebook (when it is there); so does the bare http://127.0.0.1:PORT/.
+lab_path="/lab"
+if [ -f "$WORK_DIR/$START_NOTEBOOK" ]; then
+    lab_path="/lab/tree/$START_NOTEBOOK"
+fi
 root_flag=()
 if [ "$(id -u)" = "0" ]; then
     root_flag=(--allow-root)
 fi
-echo "JupyterLab will be at: http://127.0.0.1:${HOST_PORT}/lab?token=${JUPYTER_TOKEN}"
+echo "JupyterLab will be at: http://127.0.0.1:${HOST_PORT}${lab_path}?token=${JUPYTER_TOKEN}"
 # allow_remote_access=False keeps jupyter_server's Host-header check (against DNS rebinding), which listening
 # on 0.0.0.0 would otherwise switch off: requests must name 127.0.0.1, localhost or another loopback address.
 exec jupyter lab "${root_flag[@]}" --no-browser --ip="$JUPYTER_IP" --port="$JUPYTER_PORT" \
-    --ServerApp.root_dir="$WORK_DIR" \
+    --ServerApp.root_dir="$WORK_DIR" --ServerApp.default_url="$lab_path" --LabApp.default_url="$lab_path" \
     --ServerApp.allow_remote_access=False --ServerApp.local_hostnames="['localhost', '127.0.0.1']" \
+    --ServerApp.custom_display_url="http://127.0.0.1:${HOST_PORT}" \
     --ServerApp.terminado_settings="shell_command=['/bin/bash']"

@@ -54,7 +54,8 @@ def test_dockerfile_lints_clean_and_its_inputs_exist():
     # no USER: the start script begins as root, takes on the owner of /work and drops to it (setpriv)
     assert "\nUSER " not in text and "EXPOSE 8888" in text and 'ENTRYPOINT ["start-workshop"]' in text
     assert "setpriv" in START.read_text()
-    for source in ("notebooks", "work/utils.py", "work/README.md", "docker/start-workshop.sh", "docker/extra-ca"):
+    for source in ("notebooks", "work/utils.py", "work/README.md", "docker/start-workshop.sh", "docker/extra-ca",
+                   "docker/jupyter"):
         assert (REPO / source).exists(), source
 
 
@@ -111,6 +112,11 @@ def test_start_script_stops_with_one_message_when_work_is_not_a_folder(tmp_path)
     result = subprocess.run(["bash", str(START), "seed"], capture_output=True, text=True,
                             env={**os.environ, "WORK_DIR": str(tmp_path / "work"), "WORKSHOP_USER": ""})
     assert result.returncode == 1 and result.stderr.count("ERROR:") == 1 and "It is not a folder" in result.stderr
+
+
+def test_jupyterlab_settings_disable_the_news_announcements():
+    page_config = json.loads((REPO / "docker" / "jupyter" / "labconfig" / "page_config.json").read_text())
+    assert page_config["disabledExtensions"] == {"@jupyterlab/apputils-extension:announcements": True}
 
 
 @pytest.mark.skipif(not (REPO / "docker" / "extra-ca").is_dir(), reason="no extra-ca folder")
