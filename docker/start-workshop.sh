@@ -54,9 +54,8 @@ adopt_work_owner() {
     home="$(getent passwd "$WORKSHOP_USER" | cut -d: -f6)"
     mkdir -p "$home" && chown -R "$uid:$gid" "$home"
     if [ "$uid" = "0" ]; then
-        say "the work folder belongs to root, so JupyterLab runs as root. Under rootless podman or Docker that" \
-            "is your own user on the host; otherwise the files it writes belong to root, as the folder does" \
-            "(to have them as your user: sudo chown -R \"\$(id -u):\$(id -g)\" work, then docker compose up)."
+        say "the work folder belongs to root, so JupyterLab runs as root and its files there belong to root" \
+            "too, as the folder does (under rootless podman or Docker, root in here is your own user outside)."
         return 0
     fi
     say "the work folder belongs to uid $uid (gid $gid): JupyterLab runs as that user ('$WORKSHOP_USER'), so" \
