@@ -67,7 +67,11 @@ def jupyterlab(tmp_path):
     assert link == f"{url}/lab/tree/check.ipynb?token={TOKEN}"
     yield link, work
     server.terminate()
-    server.wait(timeout=20)
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:  # a server that hangs on shutdown must not outlive the test
+        server.kill()
+        server.wait()
     log.close()
 
 
