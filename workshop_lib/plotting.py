@@ -259,6 +259,29 @@ def plot_dataset_examples(root: str | Path, layout: str = "mvtec",
     return show_images(panels, columns=3, size=3.0)
 
 
+def plot_leaderboard(table: pd.DataFrame, published: pd.DataFrame | None = None,
+                     metric: str = "instance_auroc") -> plt.Figure:
+    """Accuracy against fit time, one marker per method and category (the leaderboard's table), log time axis;
+    ``published`` (method, metric columns) draws each paper's MVTec AD number as a dotted line in the method's
+    colour."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    methods = sorted(table["method"].unique())
+    palette = dict(zip(methods, sns.color_palette(n_colors=len(methods)), strict=True))
+    sns.scatterplot(table, x="fit_seconds", y=metric, hue="method", hue_order=methods, palette=palette,
+                    style="category", s=90, ax=ax)
+    rows = [] if published is None else [r for r in published.itertuples()
+                                         if r.method in palette and pd.notna(getattr(r, metric))]
+    for position, row in enumerate(rows):  # labels side by side, so close numbers stay readable
+        ax.axhline(getattr(row, metric), color=palette[row.method], linestyle=":", linewidth=1.2)
+        ax.annotate(f"{row.method}, paper (MVTec AD)", (0.01 + 0.33 * position, getattr(row, metric)),
+                    xycoords=("axes fraction", "data"), fontsize=7, color=palette[row.method], va="bottom")
+    ax.set(xscale="log", xlabel="fit seconds (log)", ylabel=metric,
+           title=f"{metric} against fit time ({table['preset'].iloc[0]} preset, {table['imagesize'].iloc[0]} px)")
+    ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 100) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 
 from ..errors import UsageError, WorkshopError
 from ..presets import Preset
+from .compare import add_compare_commands
 from .fewshot import add_fewshot_commands
 from .methods import add_all_method_commands, preset_in
 from .predict import add_predict_commands
@@ -53,6 +54,7 @@ def build_parser(preset: Preset | None = None) -> Parser:
     add_all_method_commands(commands, Parser, preset)
     add_fewshot_commands(commands, Parser)
     add_predict_commands(commands)
+    add_compare_commands(commands)
     add_tool_commands(commands, Parser)
     return parser
 

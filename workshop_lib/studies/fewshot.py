@@ -28,14 +28,11 @@ Command line: ``python -m workshop_lib fewshot prepare|run|run-one|slurm|collect
 import inspect
 import json
 import math
-import os
 import shlex
 import shutil
-import subprocess
 import sys
 import zlib
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -51,7 +48,7 @@ from ..io import atomic_dir, atomic_file
 from ..models.base import REGISTRY, AnomalyModel
 from ..runs import evaluate_by_domain, fit_timed
 from ..seeding import seed_everything
-from .slurm import write_job_scripts
+from .jobs import run_locally, write_job_scripts
 
 DEFAULT_TIERS = (1, 3, 5, 10, 15, 25, 35, 45, 55, 70, 85, 100)
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
@@ -237,16 +234,6 @@ def run_one(study: Study, run: str, make_model: ModelFactory | None = None) -> P
     return result
 
 
-def run_in_subprocess(study: Study, run: str, threads: int) -> int:
-    """``python -m workshop_lib fewshot run-one`` (as a Slurm task does), logged to ``<study>/logs/<run>.log``."""
-    log = study.folder / "logs" / f"{run}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    with open(log, "w") as stream:
-        command = [sys.executable, "-m", "workshop_lib", "fewshot", "run-one", str(study.folder), run]
-        return subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT, env=env).returncode
-
-
 def run_study(study: Study, make_model: ModelFactory | None = None, workers: int = 1) -> pd.DataFrame:
     """Every pending run, in this process (``workers=1``) or in ``workers`` local processes; then all rows.
 
@@ -259,11 +246,8 @@ def run_study(study: Study, make_model: ModelFactory | None = None, workers: int
         if make_model is not None:
             raise ValueError("make_model cannot be sent to other processes: give the Study a method and "
                              "model_kwargs instead, or run with workers=1.")
-        threads = max(1, (os.cpu_count() or 1) // workers)  # share the cores instead of each taking all
-        with ThreadPoolExecutor(workers) as pool:
-            codes = list(tqdm(pool.map(lambda run: run_in_subprocess(study, run, threads), pending),
-                              total=len(pending), desc="few-shot runs"))
-        failed = [study.folder / "logs" / f"{run}.log" for run, code in zip(pending, codes, strict=True) if code]
+        command = [sys.executable, "-m", "workshop_lib", "fewshot", "run-one", str(study.folder)]
+        failed = run_locally(command, pending, study.folder / "logs", workers, "few-shot runs")
         if failed:
             raise RuntimeError(f"{len(failed)} run(s) failed; see {', '.join(map(str, failed))}. "
                                "Run the study again to retry them (finished runs are kept).")
@@ -276,7 +260,7 @@ def run_study(study: Study, make_model: ModelFactory | None = None, workers: int
 # -- Slurm -----------------------------------------------------------------------------------------------------
 def write_slurm_scripts(study: Study, halves: bool = False, time_limit: str = "70:00:00",
                         sbatch_options: Sequence[str] = (), python: str = sys.executable) -> list[Path]:
-    """Scripts for the pending runs, in ``<study>/slurm/`` (``studies.slurm.write_job_scripts``): a job array with one
+    """Scripts for the pending runs, in ``<study>/slurm/`` (``studies.jobs.write_job_scripts``): a job array with one
     task per run, or with ``halves=True`` the original's two jobs. Re-writing after an interruption covers only what
     is left."""
     study.save()

@@ -1,14 +1,39 @@
-"""Slurm scripts for a list of runs: a job array (one task per run) or two jobs that each run half of the list one
-after another (the ETH MMR study's way). Each task calls ``<command> <run>``; a finished run skips itself, so the
-scripts can be re-written and re-submitted after an interruption."""
+"""Running a study's list of runs: here, in local processes (each run its own process, a share of the cores), or on
+a cluster as Slurm scripts: a job array (one task per run) or two jobs that each run half of the list one after
+another (the ETH MMR study's way). Each run is ``<command> <run>``; a finished run skips itself, so the scripts can
+be re-written and re-submitted, and local runs restarted, after an interruption."""
 
 import math
 import os
 import shlex
+import subprocess
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from ..io import atomic_file
+
+
+def run_locally(command: Sequence[str], runs: Sequence[str], log_folder: Path, workers: int = 1,
+                description: str = "runs") -> list[Path]:
+    """``command + [run]`` for every run in ``workers`` processes at once, each with its share of the cores, logged
+    to ``<log_folder>/<run>.log``; returns the logs of the runs that failed."""
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+    def run_one(run: str) -> Path | None:
+        log = log_folder / f"{run}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "w") as stream:
+            code = subprocess.run([*command, run], stdout=stream, stderr=subprocess.STDOUT, env=env).returncode
+        return log if code else None
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        logs = list(tqdm(pool.map(run_one, runs), total=len(runs), desc=description))
+    return [log for log in logs if log is not None]
+
 
 
 def slurm_header(job_name: str, time_limit: str, output: str, sbatch_options: Sequence[str]) -> list[str]:
