@@ -24,10 +24,16 @@ EXPECTED_FIGURES = {
     "05_worst_category": ["05_worst_examples.png"],
     "06_best_category": ["06_best_examples.png"],
     "07_image_size_sweep": ["07_image_size.png"],
+    "12_leaderboard": ["12_leaderboard.png"],
 }
 PARAMETERS = {name: dict(CI) for name in EXPECTED_FIGURES}
 PARAMETERS["00_setup_and_data"] = {"image_size": 64}
 PARAMETERS["07_image_size_sweep"]["image_sizes"] = [48, 64]
+PARAMETERS["12_leaderboard"] = {"categories": ["washer"], "image_size": 64, "resize": 64, "workers": 2,
+                                "overrides": {"rd4ad": {"epochs": 1}, "mmr": {"epochs": 1},
+                                              "resad": {"epochs": 1, "coupling_layers": 2, "pos_embed_dim": 16},
+                                              "mae-lora": {"architecture": "vit_micro", "epochs": 2,
+                                                           "warmup_epochs": 1}}}
 
 
 def outputs_text(notebook: nbformat.NotebookNode) -> str:
@@ -58,6 +64,9 @@ def test_solution_notebook_runs_at_ci_size(run_notebook, name):
     if name == "02_evaluate":
         results = pd.read_csv(output_dir / "evaluated" / "evaluated" / "group" / "results.csv", index_col="Row Names")
         assert list(results.index) == ["mvtec_washer", "mvtec_tile", "Mean"]
+    if name == "12_leaderboard":
+        board = pd.read_csv(output_dir / "12_leaderboard.csv")
+        assert sorted(board["method"]) == ["mae-lora", "mmr", "patchcore", "rd4ad", "resad"]
     if name == "07_image_size_sweep":
         sweep = pd.read_csv(output_dir / "07_image_size_sweep.csv")
         assert sorted(sweep["image_size"].unique()) == [48, 64] and len(sweep) == 4

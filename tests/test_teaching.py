@@ -41,3 +41,10 @@ def test_regenerate_and_check(tmp_path, capsys):
     assert teaching.main(["--check", "--folder", str(tmp_path)]) == 0
     student = nbformat.read(tmp_path / "01_demo.ipynb", as_version=4)
     assert student.cells[0].outputs == [] and "2 * x" not in student.cells[1].source
+
+
+def test_answers_are_left_out_of_student_versions():
+    answer = nbformat.v4.new_markdown_cell("**Answer:** because.", metadata={"tags": ["answer"]})
+    solution = new_notebook(cells=[nbformat.v4.new_markdown_cell("*Question:* why?"), answer])
+    student = teaching.student_version(solution, "demo")
+    assert [c.source for c in student.cells] == ["*Question:* why?"]

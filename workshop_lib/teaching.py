@@ -2,7 +2,8 @@
 
 In a solution's code cell, the lines from ``# BEGIN SOLUTION`` to ``# END SOLUTION`` (inclusive) become ``...``
 at the same indentation; the ``# TODO:`` and ``# HINT:`` comments written above the block stay, so the student
-sees the task and the hint. Outputs and execution counts are cleared.
+sees the task and the hint. Cells tagged ``answer`` (the instructor's answers to the questions) are left out.
+Outputs and execution counts are cleared.
 
     python -m workshop_lib.teaching            # regenerate notebooks/NN_*.ipynb from notebooks/solutions/
     python -m workshop_lib.teaching --check    # exit 1 if a student notebook is out of date
@@ -42,8 +43,12 @@ def strip_solution(source: str, where: str = "") -> str:
     return "\n".join(out)
 
 
+ANSWER_TAG = "answer"
+
+
 def student_version(solution: nbformat.NotebookNode, name: str = "") -> nbformat.NotebookNode:
     student = copy.deepcopy(solution)
+    student.cells = [c for c in student.cells if ANSWER_TAG not in c.get("metadata", {}).get("tags", [])]
     for index, cell in enumerate(student.cells):
         if cell.cell_type == "code":
             cell.source = strip_solution(cell.source, f"{name} cell {index}")
