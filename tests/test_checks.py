@@ -40,3 +40,14 @@ def test_category_and_example_checks():
     assert checks.check_extreme_examples(pred, [1, 4], worst=True)
     assert not checks.check_extreme_examples(pred, [0, 3], worst=True)
     assert np.isnan(table.loc[0, "pixel_auroc"]) and table.loc[3, "pixel_auroc"] > 0.5
+
+
+def test_example_checks_judge_each_metric_in_its_own_direction():
+    pred = predictions()
+    table = per_image_table(pred).dropna(subset=["pixel_auroc"])
+    worst_pixel = list(table.sort_values("pixel_auroc").index[:1])  # the lowest per-image pixel AUROC is the worst
+    best_pixel = list(table.sort_values("pixel_auroc", ascending=False).index[:1])
+    assert checks.check_extreme_examples(pred, worst_pixel, "pixel_auroc", worst=True)
+    assert not checks.check_extreme_examples(pred, best_pixel, "pixel_auroc", worst=True)
+    assert checks.check_extreme_examples(pred, best_pixel, "pixel_auroc", worst=False)
+    assert not checks.check_extreme_examples(pred, [1], "defect_type")

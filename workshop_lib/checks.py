@@ -49,12 +49,22 @@ def check_extreme_category(results: pd.DataFrame, metric: str, answer: str, wors
                   f"{answer} is not the {which} category by {metric}")
 
 
+# Per-image columns of ``per_image_table`` a task may sort by, and whether a larger value is worse.
+LARGER_IS_WORSE = {"image_error": True, "pixel_auroc": False}
+
+
 def check_extreme_examples(predictions: Predictions, indices: Sequence[int], column: str = "image_error",
                            worst: bool = True) -> bool:
-    """Tasks 5/6: ``indices`` are the N worst (largest ``column``) or best (smallest) test images."""
+    """Tasks 5/6: ``indices`` are the N worst or best test images by ``column``, each column in its own direction
+    (a larger image_error is worse, a larger per-image pixel_auroc is better)."""
+    if column not in LARGER_IS_WORSE:
+        return report(False, "", f"sort by one of {', '.join(LARGER_IS_WORSE)}, not {column!r}")
     table = per_image_table(predictions).dropna(subset=[column])
-    ordered = table.sort_values(column, ascending=not worst).index[: len(indices)]
+    descending = LARGER_IS_WORSE[column] == worst
+    ordered = table.sort_values(column, ascending=not descending).index[: len(indices)]
     ok = sorted(map(int, indices)) == sorted(map(int, ordered))
     which = "worst" if worst else "best"
-    return report(ok, f"these are the {len(indices)} {which} examples by {column}",
-                  f"expected the {which} examples {list(map(int, ordered))}, got {list(map(int, indices))}")
+    direction = "largest" if descending else "smallest"
+    return report(ok, f"these are the {len(indices)} {which} examples by {column} (the {direction} values)",
+                  f"expected the {which} examples {list(map(int, ordered))} (the {direction} {column}), "
+                  f"got {list(map(int, indices))}")

@@ -86,17 +86,29 @@ def is_finished(run: Path, names: Sequence[str]) -> bool:
         (run / "models" / n).is_dir() and (run / "predictions" / f"{n}.npz").is_file() for n in names)
 
 
-def find_or_train_run(train_args: list[str], results_path: str | Path, project: str, group: str,
-                      categories: Sequence[str], dataset: str = "mvtec") -> Path:
-    """The run folder ``<results>/<project>/<group>`` with a model and predictions for every category.
+def latest_finished_run(results_path: str | Path, project: str, group: str, names: Sequence[str]) -> Path | None:
+    """The newest finished run among ``<group>`` and ``<group>_0``, ``<group>_1``... (a student's task-1 run lands in
+    ``0000_0`` when the instructor's pre-trained ``0000`` is there), by the time its results.csv was written."""
+    base = Path(results_path) / project
+    candidates = [base / group, *sorted(base.glob(f"{group}_*"))] if base.is_dir() else []
+    finished = [run for run in candidates if is_finished(run, names)]
+    return max(finished, key=lambda run: (run / "results.csv").stat().st_mtime_ns, default=None)
 
-    When an earlier task (or the instructor's pre-trained run) already made it, it is reused; otherwise
-    ``train_args`` (an argv for ``python -m workshop_lib``, e.g. from ``get_train_args``) trains it now.
-    """
+
+def find_or_train_run(train_args: list[str], results_path: str | Path, project: str, group: str,
+                      categories: Sequence[str], dataset: str = "mvtec", latest: bool = True) -> Path:
+    """A finished run with a model and predictions for every category: with ``latest``, the newest of
+    ``<group>``, ``<group>_N`` (``latest_finished_run``), else exactly ``<results>/<project>/<group>``; says which
+    one it uses. When there is none, ``train_args`` (an argv for ``python -m workshop_lib``, e.g. from
+    ``get_train_args``) trains it now."""
+    names = [run_name(dataset, category) for category in categories]
     run = Path(results_path) / project / group
-    if is_finished(run, [run_name(dataset, category) for category in categories]):
-        print(f"Reusing the finished run {run}")
-        return run
+    found = latest_finished_run(results_path, project, group, names) if latest else (
+        run if is_finished(run, names) else None)
+    if found is not None:
+        print(f"Using the finished run {found}" + (f" (the newest of {group}, {group}_N: pass run_group="
+                                                    f"'{found.name}' or another to choose)" if latest else ""))
+        return found
     print(f"No finished run in {run}: training it now.")
     with commandline_args(*train_args):
         return main()["output"]
@@ -149,12 +161,15 @@ class TaskRun(Setup):
 def patchcore_task(output_dir: str | Path, data_path: str | None = None, categories: Sequence[str] | None = None,
                    dataset: str = "mvtec", backbone: str = "wideresnet50", weights: str = "imagenet",
                    image_size: int = 224, resize: int = 256, sampler_percentage: float = 0.01,
-                   device: str = "auto", crop: str = "center") -> TaskRun:
-    """``setup`` plus task 1's PatchCore run (``<output_dir>/step1/0000``), trained now if it is missing."""
+                   device: str = "auto", crop: str = "center", run_group: str | None = None) -> TaskRun:
+    """``setup`` plus task 1's PatchCore run: the newest finished one of ``<output_dir>/step1/0000[_N]`` (the
+    student's own, or the instructor's pre-trained ``0000``), or exactly ``run_group``; trained now if there is
+    none."""
     base = setup(output_dir, data_path, categories, dataset)
     train_args = get_train_args(TASK1_GROUP, (str(output_dir), TASK1_PROJECT), base.categories, backbone=backbone,
                                 image_size=image_size, resize=resize, sampler_percentage=sampler_percentage,
                                 weights=weights, device=device, data_path=base.data_path, dataset=dataset,
                                 crop=crop)
-    run = find_or_train_run(train_args, output_dir, TASK1_PROJECT, TASK1_GROUP, base.categories, dataset)
+    run = find_or_train_run(train_args, output_dir, TASK1_PROJECT, run_group or TASK1_GROUP, base.categories,
+                            dataset, latest=run_group is None)
     return TaskRun(base.data_path, dataset, base.categories, base.figures, run)
