@@ -44,7 +44,9 @@ def test_category_and_example_checks():
 
 def test_example_checks_judge_each_metric_in_its_own_direction():
     pred = predictions()
+    pred.anomaly_maps[4] = np.random.default_rng(1).random((8, 8))  # image 4's map no longer finds its defect
     table = per_image_table(pred).dropna(subset=["pixel_auroc"])
+    assert table["pixel_auroc"].nunique() > 1
     worst_pixel = list(table.sort_values("pixel_auroc").index[:1])  # the lowest per-image pixel AUROC is the worst
     best_pixel = list(table.sort_values("pixel_auroc", ascending=False).index[:1])
     assert checks.check_extreme_examples(pred, worst_pixel, "pixel_auroc", worst=True)
